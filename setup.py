@@ -1,0 +1,52 @@
+"""Packaging for tfvqvae.
+
+Three source folders, one import name. The library lives in ``tfvqvae/``; the
+command-line training programs live in ``training/`` and the exporters in
+``export/`` (the top level is fixed by the design). ``package_dir`` maps the two
+outer folders *into* the package, so users write ``from tfvqvae.training import
+train`` and ``from tfvqvae.export import ...`` while the library itself never
+imports them (data flows library -> training/export, never back).
+"""
+
+from setuptools import setup
+
+setup(
+    name="tfvqvae",
+    version="0.1.0",
+    description="VQ-VAE and VQ-VAE-2 for TensorFlow / Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=[
+        "tfvqvae",
+        "tfvqvae.layers",
+        "tfvqvae.models",
+        "tfvqvae.data",
+        "tfvqvae.training",
+        "tfvqvae.export",
+    ],
+    package_dir={
+        "tfvqvae": "tfvqvae",
+        "tfvqvae.training": "training",
+        "tfvqvae.export": "export",
+    },
+    # Pinned to the versions probed together on this stack (shared/STACK-NOTES.md).
+    # `tensorflow`, not `tensorflow-cpu`: tf-keras (needed later by TFP) depends on
+    # `tensorflow`, and asking for both installs two wheels into one folder.
+    install_requires=[
+        "tensorflow==2.21.*",
+        "keras==3.15.*",
+        # TensorFlow 2.21 no longer pulls it in; the TensorBoard callback needs it.
+        "tensorboard==2.21.*",
+        "numpy>=2.0,<3",
+        "tensorflow-datasets==4.9.10",
+        # tensorflow-datasets imports it but does not declare it.
+        "importlib_resources>=6",
+        # Ships the offline default dataset (8x8 UCI digits) inside its wheel.
+        "scikit-learn>=1.5,<2",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+    },
+    entry_points={"console_scripts": ["tfvqvae=tfvqvae.training.cli:main"]},
+)

@@ -1,0 +1,45 @@
+"""Image datasets for VQ-VAE training: loaders and a ``tf.data`` pipeline.
+
+Value range: every loader returns an :class:`ImageDataset` whose images are
+stored either as ``uint8`` in [0, 255] (IDX, CIFAR-10, image folders, TFDS) or
+as ``float32`` in [0, 1] (the digits default, float ``.npz`` / NumPy input).
+:meth:`ImageDataset.to_tf_dataset` always yields ``float32`` images in
+**[0, 1]** of shape ``(B, H, W, C)``, and :meth:`ImageDataset.as_float` gives
+the same range as a NumPy array. Labels are ``int64`` class indices.
+
+Typical use::
+
+    from tfvqvae.data import load_dataset
+
+    train = load_dataset("mnist", "train", data_dir="/path/to/idx/files")
+    ds = train.to_tf_dataset(128, shuffle=True, seed=0, repeat=True)
+
+The default dataset, ``DEFAULT_DATASET = "digits"`` (scikit-learn's 8 x 8
+digits), needs no network and no files.
+"""
+
+from tfvqvae.data.digits import load_digits
+from tfvqvae.data.files import (
+    load_cifar10_folder,
+    load_idx_folder,
+    load_image_folder,
+    load_npz,
+    read_idx,
+)
+from tfvqvae.data.image_dataset import ImageDataset, from_numpy
+from tfvqvae.data.registry import DEFAULT_DATASET, load_dataset
+from tfvqvae.data.tfds_loader import load_tfds
+
+__all__ = [
+    "DEFAULT_DATASET",
+    "ImageDataset",
+    "from_numpy",
+    "load_cifar10_folder",
+    "load_dataset",
+    "load_digits",
+    "load_idx_folder",
+    "load_image_folder",
+    "load_npz",
+    "load_tfds",
+    "read_idx",
+]

@@ -1,0 +1,8 @@
+"""Keras layers of tfvqvae: quantisers and the convolutional building blocks."""
+
+from tfvqvae.layers.residual_stack import ResidualStack
+from tfvqvae.layers.vector_quantizer import QuantizerOutput
+from tfvqvae.layers.vector_quantizer import VectorQuantizer
+from tfvqvae.layers.vector_quantizer_ema import VectorQuantizerEMA
+
+__all__ = ["QuantizerOutput", "ResidualStack", "VectorQuantizer", "VectorQuantizerEMA"]

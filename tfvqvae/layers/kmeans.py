@@ -1,0 +1,92 @@
+"""Lloyd's k-means on a batch of vectors, exact under `tf.distribute`.
+
+Used to initialise a codebook from the first training batch. Every replica
+assigns its own vectors; the per-cluster counts and sums are all-reduced, so
+all replicas compute the same centroids as one device would on the whole
+global batch.
+"""
+
+import tensorflow as tf
+
+from tfvqvae.layers.cross_replica import replica_row_range
+from tfvqvae.layers.cross_replica import sum_across_replicas
+
+
+def nearest_code(flat, codebook):
+    """Index of the nearest codebook row for each row of ``flat``.
+
+    ‖z − e‖² = ‖z‖² − 2 z·e + ‖e‖². NB: ‖z‖² is the same for every code in a
+    row, so the argmin needs only ‖e‖² − 2 z·e: one (N, D) x (D, K) matmul.
+
+    Args:
+        flat: float32 tensor (N, D).
+        codebook: float32 tensor (K, D).
+
+    Returns:
+        int32 tensor (N,). `tf.argmin` with int32 output, which TFLite and
+        ONNX convert (`keras.ops.argmin` does not).
+    """
+    scores = tf.reduce_sum(tf.square(codebook), axis=1) - 2.0 * tf.matmul(
+        flat, codebook, transpose_b=True
+    )  # (N, K)
+    return tf.argmin(scores, axis=-1, output_type=tf.int32)
+
+
+def sample_rows(flat, num_rows, seed):
+    """``num_rows`` rows drawn without replacement from the *global* batch.
+
+    Inside a multi-replica strategy ``flat`` is this replica's share of the
+    global batch (replica 0 holds its first rows, and so on). Every replica
+    draws the same global row numbers from the same stateless seed, keeps the
+    rows it holds and zeros the others, and a sum across replicas assembles
+    the draw: the result equals a single device's draw on the whole batch.
+    Rows are cycled when the batch has fewer than ``num_rows``.
+
+    Args:
+        flat: (N_local, D) tensor.
+        num_rows: Python int.
+        seed: int32 tensor of shape (2,) for the stateless generator.
+    """
+    local_size = tf.shape(flat)[0]
+    offset, global_size = replica_row_range(local_size)
+    order = tf.argsort(tf.random.stateless_uniform([global_size], seed=seed))
+    picks = tf.gather(order, tf.range(num_rows) % global_size) - offset
+    held = (picks >= 0) & (picks < local_size)
+    rows = tf.gather(flat, tf.clip_by_value(picks, 0, local_size - 1))
+    return sum_across_replicas(tf.where(held[:, None], rows, tf.zeros_like(rows)))
+
+
+def kmeans(flat, num_clusters, iterations, seed):
+    """Runs Lloyd's algorithm on ``flat`` (N, D) and returns (centroids, counts).
+
+    Centroids start at ``num_clusters`` distinct rows of the batch. A cluster
+    that ends an iteration empty keeps its previous centroid.
+
+    Args:
+        flat: float32 (N, D), this replica's share of the vectors.
+        num_clusters: K.
+        iterations: number of assign/update rounds.
+        seed: int32 (2,) stateless seed.
+
+    Returns:
+        centroids (K, D) float32 and the global counts (K,) of the final
+        assignment.
+    """
+    centroids = sample_rows(flat, num_clusters, seed)
+    counts = tf.zeros([num_clusters], tf.float32)
+    for _ in range(iterations):
+        assignment = nearest_code(flat, centroids)
+        counts = sum_across_replicas(
+            tf.math.unsorted_segment_sum(
+                tf.ones_like(assignment, tf.float32), assignment, num_clusters
+            )
+        )
+        sums = sum_across_replicas(
+            tf.math.unsorted_segment_sum(flat, assignment, num_clusters)
+        )
+        centroids = tf.where(
+            counts[:, None] > 0,
+            sums / tf.maximum(counts, 1.0)[:, None],
+            centroids,
+        )
+    return centroids, counts

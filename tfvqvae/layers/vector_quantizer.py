@@ -1,0 +1,413 @@
+"""Vector quantisation with a straight-through estimator (VQ-VAE).
+
+The layer maps each D-dimensional encoder output z_e to the nearest of K
+codebook vectors e_1..e_K and passes gradients straight through:
+
+    k        = argmin_j ‖z_e − e_j‖²,   with ‖z − e‖² = ‖z‖² − 2 z·e + ‖e‖²
+    z_q      = e_k
+    output   = z_e + sg[z_q − z_e]        (forward: z_q; backward: identity to z_e)
+    codebook = mean ‖sg[z_e] − z_q‖²      (moves the codebook; gradient only to e)
+    commit   = β · mean ‖z_e − sg[z_q]‖²  (commits the encoder; gradient only to z_e)
+
+where sg is `tf.stop_gradient` and the means run over every element. Worked
+through one shape: inputs (16, 32, 32, 64) with K=512 are flattened to
+(16384, 64), one (16384, 64) x (64, 512) matmul gives the distances, and the
+indices come back as int32 (16, 32, 32).
+
+Codebook health (both off by default):
+  * ``kmeans_init``: on the first training batch the codebook is set to the
+    k-means centroids of that batch's encoder outputs (Lloyd's algorithm,
+    exact across replicas).
+  * ``restart_unused_after=T``: a code not chosen in T consecutive training
+    steps is re-seeded with a random encoder output of the current batch.
+
+Reference: van den Oord, Vinyals, Kavukcuoglu, "Neural Discrete Representation
+Learning", NeurIPS 2017, https://arxiv.org/abs/1711.00937
+"""
+
+import math
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+from tfvqvae.layers.cross_replica import sum_across_replicas
+from tfvqvae.layers.kmeans import kmeans
+from tfvqvae.layers.kmeans import nearest_code
+from tfvqvae.layers.kmeans import sample_rows
+from tfvqvae.metrics import perplexity_from_counts
+
+
+class QuantizerOutput(NamedTuple):
+    """Everything one quantisation step produces.
+
+    Attributes:
+        quantized: straight-through output, same shape and dtype as the inputs.
+        indices: int32 codes, shape ``inputs.shape[:-1]``.
+        codebook_loss: float32 scalar, mean ‖sg[z_e] − e‖² (0 for the EMA layer).
+        commitment_loss: float32 scalar, β · mean ‖z_e − sg[e]‖².
+        counts: float32 (K,), how often each code was chosen in the batch;
+            summed over replicas inside a multi-replica strategy.
+        perplexity: float32 scalar, exp(−Σ p log p) with p = counts / Σ counts.
+    """
+
+    quantized: tf.Tensor
+    indices: tf.Tensor
+    codebook_loss: tf.Tensor
+    commitment_loss: tf.Tensor
+    counts: tf.Tensor
+    perplexity: tf.Tensor
+
+    @property
+    def loss(self):
+        """codebook_loss + commitment_loss."""
+        return self.codebook_loss + self.commitment_loss
+
+
+def _positive_int(name, value, allow_none=False):
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive integer. Received: {name}={value!r}"
+        )
+    return value
+
+
+@keras.saving.register_keras_serializable(package="tfvqvae")
+class VectorQuantizer(keras.layers.Layer):
+    """Nearest-neighbour vector quantiser with a learned codebook.
+
+    The codebook is a trainable (K, D) weight moved by the codebook loss; the
+    encoder is pulled towards its codes by the commitment loss (see the module
+    docstring for the formulas). Distances, argmin and losses are computed in
+    float32 even under a mixed-precision policy; the output has the layer's
+    compute dtype.
+
+    By default ``call`` registers ``codebook_loss + commitment_loss`` with
+    ``add_loss`` so the layer trains inside any functional model compiled with
+    a plain reconstruction loss. The package's models call ``quantize_with_losses()``
+    instead and add the terms in their ``train_step``, which stays exact under
+    ``MirroredStrategy``.
+
+    Args:
+        num_embeddings: K, the number of codes.
+        embedding_dim: D, the size of each code; must equal the last axis of
+            the inputs.
+        commitment_cost: β, weight of the commitment loss. Defaults to 0.25.
+        embeddings_initializer: initializer of the codebook. Defaults to
+            uniform in ±sqrt(3 / D), the variance-scaling choice of Sonnet.
+        kmeans_init: initialise the codebook with k-means on the first
+            training batch. Defaults to False.
+        kmeans_iterations: Lloyd iterations for ``kmeans_init``. Defaults to 10.
+        restart_unused_after: re-seed a code with a random encoder output once
+            it has gone this many training steps unused; None disables it.
+            Defaults to None.
+        add_losses: register the loss terms with ``add_loss`` in ``call``.
+            Defaults to True.
+        seed: int seed for k-means and restart sampling. Defaults to 0.
+        **kwargs: base layer arguments (``name``, ``dtype``, ...).
+
+    Call arguments:
+        inputs: float tensor (..., D) of encoder outputs z_e.
+        training: Python bool; statistics and restarts update only when True.
+
+    Input shape:
+        (..., D) with rank ≥ 2, e.g. (batch, height, width, D).
+
+    Output shape:
+        Same as the input.
+
+    Example:
+
+    >>> import numpy as np
+    >>> vq = VectorQuantizer(num_embeddings=8, embedding_dim=4)
+    >>> z = np.random.rand(2, 3, 3, 4).astype("float32")
+    >>> vq(z).shape
+    TensorShape([2, 3, 3, 4])
+    >>> vq.indices(z).shape
+    TensorShape([2, 3, 3])
+
+    Reference:
+        https://arxiv.org/abs/1711.00937
+    """
+
+    _codebook_trainable = True
+
+    def __init__(
+        self,
+        num_embeddings,
+        embedding_dim,
+        commitment_cost=0.25,
+        embeddings_initializer=None,
+        kmeans_init=False,
+        kmeans_iterations=10,
+        restart_unused_after=None,
+        add_losses=True,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
+        if not commitment_cost >= 0:
+            raise ValueError(
+                "`commitment_cost` must be a non-negative number. "
+                f"Received: commitment_cost={commitment_cost!r}"
+            )
+        self.commitment_cost = float(commitment_cost)
+        if embeddings_initializer is None:
+            limit = math.sqrt(3.0 / embedding_dim)
+            embeddings_initializer = keras.initializers.RandomUniform(
+                -limit, limit, seed=seed
+            )
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.kmeans_init = bool(kmeans_init)
+        self.kmeans_iterations = _positive_int("kmeans_iterations", kmeans_iterations)
+        self.restart_unused_after = _positive_int(
+            "restart_unused_after", restart_unused_after, allow_none=True
+        )
+        self.add_losses = bool(add_losses)
+        if not isinstance(seed, int):
+            raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}")
+        self.seed = seed
+        self.input_spec = keras.layers.InputSpec(min_ndim=2)
+
+    # ------------------------------------------------------------------ state
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) < 2 or input_shape[-1] != self.embedding_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of rank >= 2 whose last "
+                f"axis is embedding_dim={self.embedding_dim}. "
+                f"Received: input_shape={input_shape}"
+            )
+        # NB: autocast=False keeps the codebook float32 under mixed precision;
+        # aggregation="mean" lets replicas assign it after an all-reduce.
+        self.codebook = self.add_weight(
+            name="codebook",
+            shape=(self.num_embeddings, self.embedding_dim),
+            initializer=self.embeddings_initializer,
+            trainable=self._codebook_trainable,
+            autocast=False,
+            aggregation="mean",
+        )
+        self._build_state()
+        # Training steps seen: drives k-means on step 0 and the restart seeds.
+        self.training_steps = self.add_weight(
+            name="training_steps",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+            aggregation="mean",
+        )
+        if self.restart_unused_after is not None:
+            self.steps_unused = self.add_weight(
+                name="steps_unused",
+                shape=(self.num_embeddings,),
+                initializer="zeros",
+                trainable=False,
+                autocast=False,
+                aggregation="mean",
+            )
+        self.input_spec = keras.layers.InputSpec(
+            min_ndim=2, axes={-1: self.embedding_dim}
+        )
+        super().build(input_shape)
+
+    def _build_state(self):
+        """Subclasses add their statistics here."""
+
+    # --------------------------------------------------------------- public
+    def call(self, inputs, training=None):
+        outputs = self.quantize_with_losses(inputs, training=training)
+        if self.add_losses:
+            self.add_loss(outputs.loss)
+        return outputs.quantized
+
+    def quantize_with_losses(self, inputs, training=False):
+        """Quantises ``inputs`` and returns a `QuantizerOutput`.
+
+        Unlike ``call`` this never calls ``add_loss``: the caller adds
+        ``codebook_loss`` and ``commitment_loss`` to its own objective.
+        With ``training=True`` it also runs the codebook updates (k-means
+        on the first step, EMA statistics, restarts).
+        """
+        inputs = self._check_inputs(inputs)
+        z = tf.cast(inputs, tf.float32)
+        flat = tf.reshape(z, [-1, self.embedding_dim])  # (B, H, W, D) -> (B*H*W, D)
+        if training and self.kmeans_init:
+            self._kmeans_on_first_step(flat)
+        codebook = tf.convert_to_tensor(self.codebook)  # read after any k-means assign
+        flat_indices = nearest_code(flat, codebook)  # (B*H*W,)
+        flat_quantized = tf.gather(codebook, flat_indices)  # (B*H*W, D)
+        counts = sum_across_replicas(
+            tf.math.unsorted_segment_sum(
+                tf.ones_like(flat_indices, tf.float32),
+                flat_indices,
+                self.num_embeddings,
+            )
+        )
+        codebook_loss = self._codebook_loss(flat, flat_quantized)
+        commitment_loss = self.commitment_cost * tf.reduce_mean(
+            tf.square(flat - tf.stop_gradient(flat_quantized))
+        )
+        if training:
+            self._update_codebook(flat, flat_indices, counts)
+            if self.restart_unused_after is not None:
+                self._restart_unused(flat, counts)
+            self.training_steps.assign_add(1.0)
+        z_q = tf.reshape(flat_quantized, tf.shape(z))  # (B*H*W, D) -> (B, H, W, D)
+        # Straight-through: forward value z_q, gradient d out / d z = identity.
+        quantized = z + tf.stop_gradient(z_q - z)
+        return QuantizerOutput(
+            quantized=tf.cast(quantized, inputs.dtype),
+            indices=tf.reshape(flat_indices, tf.shape(z)[:-1]),
+            codebook_loss=codebook_loss,
+            commitment_loss=commitment_loss,
+            counts=counts,
+            perplexity=perplexity_from_counts(counts),
+        )
+
+    def distances(self, inputs):
+        """Squared distances ‖z‖² − 2 z·e + ‖e‖², shape ``inputs.shape[:-1] + (K,)``."""
+        inputs = self._check_inputs(inputs)
+        z = tf.cast(inputs, tf.float32)
+        flat = tf.reshape(z, [-1, self.embedding_dim])
+        codebook = tf.convert_to_tensor(self.codebook)
+        d = (
+            tf.reduce_sum(tf.square(flat), axis=1, keepdims=True)
+            - 2.0 * tf.matmul(flat, codebook, transpose_b=True)
+            + tf.reduce_sum(tf.square(codebook), axis=1)
+        )  # (N, K)
+        return tf.reshape(
+            d, tf.concat([tf.shape(z)[:-1], [self.num_embeddings]], axis=0)
+        )
+
+    def indices(self, inputs):
+        """int32 codes of ``inputs``: shape ``inputs.shape[:-1]``, values in [0, K)."""
+        inputs = self._check_inputs(inputs)
+        z = tf.cast(inputs, tf.float32)
+        flat = tf.reshape(z, [-1, self.embedding_dim])
+        flat_indices = nearest_code(flat, tf.convert_to_tensor(self.codebook))
+        return tf.reshape(flat_indices, tf.shape(z)[:-1])
+
+    def lookup(self, indices, validate=True):
+        """Codebook vectors for integer ``indices``: shape ``indices.shape + (D,)``.
+
+        Args:
+            indices: integer tensor with values in [0, K).
+            validate: check the range (an eager ``ValueError``, a graph-mode
+                ``InvalidArgumentError``). Defaults to True.
+        """
+        indices = tf.convert_to_tensor(indices)
+        if not indices.dtype.is_integer:
+            raise TypeError(
+                "Code indices must be integers. "
+                f"Received: indices with dtype={indices.dtype.name}"
+            )
+        indices = tf.cast(indices, tf.int32)
+        if validate:
+            indices = self._check_range(indices)
+        self._ensure_built()
+        return tf.gather(tf.convert_to_tensor(self.codebook), indices)
+
+    # ------------------------------------------------------------- helpers
+    def _ensure_built(self):
+        if not self.built:
+            self.build((None, self.embedding_dim))
+
+    def _check_inputs(self, inputs):
+        inputs = tf.convert_to_tensor(inputs)
+        if not inputs.dtype.is_floating:
+            raise TypeError(
+                f"{type(self).__name__} expects floating-point inputs. "
+                f"Received: inputs with dtype={inputs.dtype.name}"
+            )
+        shape = tuple(inputs.shape)
+        if len(shape) < 2 or shape[-1] != self.embedding_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of rank >= 2 whose last "
+                f"axis is embedding_dim={self.embedding_dim}. "
+                f"Received: inputs with shape={shape}"
+            )
+        self._ensure_built()
+        return inputs
+
+    def _check_range(self, indices):
+        k = self.num_embeddings
+        if tf.executing_eagerly():
+            if tf.size(indices) > 0:
+                low = int(tf.reduce_min(indices))
+                high = int(tf.reduce_max(indices))
+                if low < 0 or high >= k:
+                    raise ValueError(
+                        f"Code indices must lie in [0, {k}). "
+                        f"Received: values in [{low}, {high}]"
+                    )
+            return indices
+        message = f"Code indices must lie in [0, {k})"
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_non_negative(indices, message=message),
+                tf.debugging.assert_less(indices, k, message=message),
+            ]
+        ):
+            return tf.identity(indices)
+
+    def _codebook_loss(self, flat, flat_quantized):
+        return tf.reduce_mean(tf.square(tf.stop_gradient(flat) - flat_quantized))
+
+    def _step_seed(self, salt):
+        step = tf.cast(self.training_steps, tf.int32)
+        return tf.stack([tf.constant(self.seed, tf.int32) + salt, step])
+
+    def _kmeans_on_first_step(self, flat):
+        def initialise():
+            centroids, _ = kmeans(
+                flat, self.num_embeddings, self.kmeans_iterations, self._step_seed(1)
+            )
+            self._set_codes(tf.ones([self.num_embeddings], tf.bool), centroids)
+            return tf.constant(True)
+
+        tf.cond(
+            tf.equal(self.training_steps, 0.0), initialise, lambda: tf.constant(False)
+        )
+
+    def _set_codes(self, mask, vectors):
+        """Replaces the codebook rows where ``mask`` is True with ``vectors``."""
+        self.codebook.assign(tf.where(mask[:, None], vectors, self.codebook))
+
+    def _update_codebook(self, flat, flat_indices, counts):
+        """Statistics update on a training step; the gradient layer has none."""
+
+    def _restart_unused(self, flat, counts):
+        steps_unused = tf.where(counts > 0, 0.0, self.steps_unused + 1.0)
+        dead = steps_unused >= float(self.restart_unused_after)
+        candidates = sample_rows(flat, self.num_embeddings, self._step_seed(2))
+        self._set_codes(dead, candidates)
+        self.steps_unused.assign(tf.where(dead, 0.0, steps_unused))
+
+    # -------------------------------------------------------------- config
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_embeddings": self.num_embeddings,
+                "embedding_dim": self.embedding_dim,
+                "commitment_cost": self.commitment_cost,
+                "embeddings_initializer": keras.initializers.serialize(
+                    self.embeddings_initializer
+                ),
+                "kmeans_init": self.kmeans_init,
+                "kmeans_iterations": self.kmeans_iterations,
+                "restart_unused_after": self.restart_unused_after,
+                "add_losses": self.add_losses,
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,151 @@
+"""Vector quantisation with an exponential-moving-average codebook.
+
+The codebook is not learned by gradient descent: each training step it moves
+to the running mean of the encoder outputs assigned to it (equation (3) of the
+FengHZ note, appendix A.1 of the VQ-VAE paper), with Laplace smoothing of the
+cluster sizes so that an unused code never divides by zero:
+
+    n_i   = #{ z_e : argmin_j ‖z_e − e_j‖ = i }          (this batch, all replicas)
+    s_i   = Σ_{z_e assigned to i} z_e                    (this batch, all replicas)
+    N_i  ← γ N_i + (1 − γ) n_i
+    m_i  ← γ m_i + (1 − γ) s_i
+    Ñ_i   = (N_i + ε) / (Σ_j N_j + K ε) · Σ_j N_j        (Laplace smoothing)
+    e_i   = m_i / Ñ_i
+
+γ is ``decay`` and ε is ``epsilon``. The state starts as N_i = 1, m_i = e_i
+(each code carries the weight of one vector equal to itself, so m / N
+reproduces the initial codebook), and is reset the same way when k-means or a
+restart replaces a code. Only the commitment loss β · mean ‖z_e − sg[e]‖² is
+returned; there is no codebook-gradient term.
+
+Like `keras.layers.BatchNormalization`, the statistics are non-trainable
+weights updated with ``assign`` only when ``training`` is true, kept in float32
+under mixed precision, and n and s are summed across replicas
+(``all_reduce(SUM)``) before the update, so every replica of a
+``MirroredStrategy`` holds the codebook a single device would compute on the
+whole global batch.
+
+Reference: van den Oord et al., "Neural Discrete Representation Learning",
+appendix A.1, https://arxiv.org/abs/1711.00937
+"""
+
+import keras
+import tensorflow as tf
+
+from tfvqvae.layers.cross_replica import sum_across_replicas
+from tfvqvae.layers.vector_quantizer import VectorQuantizer
+
+
+@keras.saving.register_keras_serializable(package="tfvqvae")
+class VectorQuantizerEMA(VectorQuantizer):
+    """Vector quantiser whose codebook follows an EMA of its assigned vectors.
+
+    Args:
+        num_embeddings: K, the number of codes.
+        embedding_dim: D, the size of each code.
+        commitment_cost: β, weight of the commitment loss. Defaults to 0.25.
+        decay: γ in (0, 1), the EMA decay. Defaults to 0.99.
+        epsilon: ε > 0 of the Laplace smoothing. Defaults to 1e-5.
+        **kwargs: the remaining `VectorQuantizer` arguments
+            (``embeddings_initializer``, ``kmeans_init``, ``kmeans_iterations``,
+            ``restart_unused_after``, ``add_losses``, ``seed``) and base layer
+            arguments.
+
+    Call arguments:
+        inputs: float tensor (..., D).
+        training: Python bool; the EMA update runs only when True.
+
+    Input shape:
+        (..., D) with rank ≥ 2.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+
+    >>> import numpy as np
+    >>> vq = VectorQuantizerEMA(num_embeddings=8, embedding_dim=4, decay=0.9)
+    >>> z = np.random.rand(2, 3, 3, 4).astype("float32")
+    >>> vq(z, training=True).shape
+    TensorShape([2, 3, 3, 4])
+
+    Reference:
+        https://arxiv.org/abs/1711.00937
+    """
+
+    _codebook_trainable = False
+
+    def __init__(
+        self,
+        num_embeddings,
+        embedding_dim,
+        commitment_cost=0.25,
+        decay=0.99,
+        epsilon=1e-5,
+        **kwargs,
+    ):
+        super().__init__(
+            num_embeddings, embedding_dim, commitment_cost=commitment_cost, **kwargs
+        )
+        if not 0.0 < decay < 1.0:
+            raise ValueError(
+                f"`decay` must lie in (0, 1). Received: decay={decay!r}"
+            )
+        if not epsilon > 0.0:
+            raise ValueError(
+                f"`epsilon` must be positive. Received: epsilon={epsilon!r}"
+            )
+        self.decay = float(decay)
+        self.epsilon = float(epsilon)
+
+    def _build_state(self):
+        self.ema_cluster_size = self.add_weight(
+            name="ema_cluster_size",
+            shape=(self.num_embeddings,),
+            initializer="ones",
+            trainable=False,
+            autocast=False,
+            aggregation="mean",
+        )
+        self.ema_embedding_sum = self.add_weight(
+            name="ema_embedding_sum",
+            shape=(self.num_embeddings, self.embedding_dim),
+            # m_i = N_i e_i = e_i: the EMA state reproduces the initial codebook.
+            initializer=lambda shape, dtype=None: tf.identity(self.codebook),
+            trainable=False,
+            autocast=False,
+            aggregation="mean",
+        )
+
+    def _codebook_loss(self, flat, flat_quantized):
+        return tf.zeros([], tf.float32)
+
+    def _update_codebook(self, flat, flat_indices, counts):
+        sums = sum_across_replicas(
+            tf.math.unsorted_segment_sum(flat, flat_indices, self.num_embeddings)
+        )  # (K, D): no (N, K) one-hot is materialised
+        gamma = self.decay
+        cluster_size = gamma * self.ema_cluster_size + (1.0 - gamma) * counts
+        embedding_sum = gamma * self.ema_embedding_sum + (1.0 - gamma) * sums
+        total = tf.reduce_sum(cluster_size)
+        smoothed = (
+            (cluster_size + self.epsilon)
+            / (total + self.num_embeddings * self.epsilon)
+            * total
+        )
+        self.ema_cluster_size.assign(cluster_size)
+        self.ema_embedding_sum.assign(embedding_sum)
+        self.codebook.assign(embedding_sum / smoothed[:, None])
+
+    def _set_codes(self, mask, vectors):
+        """Replaces codes and resets their statistics to N_i = 1, m_i = e_i."""
+        super()._set_codes(mask, vectors)
+        self.ema_cluster_size.assign(tf.where(mask, 1.0, self.ema_cluster_size))
+        self.ema_embedding_sum.assign(
+            tf.where(mask[:, None], vectors, self.ema_embedding_sum)
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"decay": self.decay, "epsilon": self.epsilon})
+        return config

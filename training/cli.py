@@ -1,0 +1,45 @@
+"""The ``tfvqvae`` command: a thin dispatcher over the training library.
+
+    tfvqvae train [--preset quickstart] [--out DIR] [...]
+
+Each subcommand lives in its own module with ``add_arguments(parser)`` and
+``main(args)``; this file only wires them to argparse.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+
+# Quiet TensorFlow's start-up chatter (CUDA probing on CPU machines).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+SUBCOMMANDS = {
+    "train": (
+        "tfvqvae.training.train",
+        "train a VQ-VAE and write model, checkpoints, images, metrics",
+    ),
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="tfvqvae", description="VQ-VAE training and tools for TensorFlow / Keras."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modules = {}
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_arguments(commands.add_parser(name, help=help_text, description=help_text))
+        modules[name] = module
+    args = parser.parse_args(argv)
+    try:
+        return modules[args.command].main(args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
+        print(f"tfvqvae {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

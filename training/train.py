@@ -1,0 +1,247 @@
+"""Train a VQ-VAE and write its artifacts: the library behind ``tfvqvae train``.
+
+Output folder::
+
+    config.json            the resolved TrainConfig
+    checkpoints/           epoch-NNNN.keras + latest.json, every epoch
+    logs/                  TensorBoard events (train and validation)
+    history.csv            one line of metrics per epoch
+    model.keras            the trained model
+    reconstructions.png    test originals next to their reconstructions
+    metrics.json           test MSE, PSNR, perplexity, usage %, dead codes
+
+Every file is written atomically; ``--resume`` continues a killed run from its
+last complete checkpoint.
+"""
+
+import argparse
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import tfvqvae
+from tfvqvae import atomic
+from tfvqvae.data import load_dataset
+from tfvqvae.metrics import psnr
+from tfvqvae.training.checkpoints import EpochCheckpoint
+from tfvqvae.training.checkpoints import latest_checkpoint
+from tfvqvae.training.config import PRESETS
+from tfvqvae.training.config import TrainConfig
+from tfvqvae.training.images import save_reconstruction_grid
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(config, data_variance=1.0, image_channels=1):
+    """The `tfvqvae.VQVAE` described by ``config``."""
+    quantizer_class = (
+        tfvqvae.VectorQuantizerEMA if config.quantizer == "ema" else tfvqvae.VectorQuantizer
+    )
+    options = dict(
+        num_embeddings=config.num_embeddings,
+        embedding_dim=config.embedding_dim,
+        commitment_cost=config.commitment_cost,
+        kmeans_init=config.kmeans_init,
+        restart_unused_after=config.restart_unused_after,
+        seed=config.seed,
+    )
+    if config.quantizer == "ema":
+        options["decay"] = config.decay
+    return tfvqvae.VQVAE(
+        image_channels=image_channels,
+        hidden_channels=config.hidden_channels,
+        residual_channels=config.residual_channels,
+        num_residual_layers=config.num_residual_layers,
+        num_downsamples=config.num_downsamples,
+        quantizer=quantizer_class(**options),
+        data_variance=data_variance,
+    )
+
+
+def _prepare_output(out, resume, overwrite):
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"Output path exists and is not a folder: {out}")
+    if out.is_dir() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif not resume:
+            raise FileExistsError(
+                f"Output folder {out} is not empty: pass --resume to continue the "
+                "run in it or --overwrite to start again."
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_stale_temporaries(out)
+    return out
+
+
+def _image_shape(dataset, config):
+    height, width, channels = dataset.image_shape
+    if config.image_size is not None:
+        height = width = config.image_size
+    factor = 2**config.num_downsamples
+    if height % factor or width % factor:
+        raise ValueError(
+            f"Image size {height}x{width} of dataset {config.dataset!r} is not "
+            f"divisible by 2 ** num_downsamples = {factor}: pass --image-size "
+            "or change --num-downsamples."
+        )
+    return height, width, channels
+
+
+def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto"):
+    """Trains (or resumes) a VQ-VAE and writes the output folder.
+
+    Args:
+        config: a `TrainConfig`. On resume the saved ``config.json`` is used
+            and only ``epochs`` is taken from ``config``.
+        resume: continue from the newest checkpoint in ``config.out``.
+        overwrite: delete a non-empty ``config.out`` first.
+        callbacks: extra Keras callbacks for ``fit``.
+        verbose: passed to ``fit`` (``"auto"`` shows the progress bar).
+
+    Returns:
+        The metrics dict also written to ``metrics.json``.
+    """
+    start = time.perf_counter()
+    out = _prepare_output(config.out, resume, overwrite)
+    saved_config = out / "config.json"
+    if resume and saved_config.is_file():
+        epochs = config.epochs
+        config = TrainConfig.load(saved_config)
+        config.epochs = epochs
+        config.out = str(out)
+    atomic.write_json(saved_config, config.to_dict())
+    keras.utils.set_random_seed(config.seed)
+
+    train_data = load_dataset(config.dataset, "train", data_dir=config.data_dir)
+    if config.max_train_examples is not None:
+        train_data = train_data.take(config.max_train_examples)
+    test_data = load_dataset(config.dataset, "test", data_dir=config.data_dir)
+    _, _, channels = _image_shape(train_data, config)
+
+    checkpoint_dir = out / "checkpoints"
+    found = latest_checkpoint(checkpoint_dir) if resume else None
+    if found is not None:
+        initial_epoch, path = found
+        logger.info("Resuming from %s (epoch %d)", path, initial_epoch)
+        model = keras.saving.load_model(path)
+    else:
+        initial_epoch = 0
+        variance = float(np.var(train_data.as_float())) if config.normalize_mse else 1.0
+        model = build_model(config, data_variance=variance, image_channels=channels)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+
+    pipeline = dict(batch_size=config.batch_size, image_size=config.image_size)
+    train_ds = train_data.to_tf_dataset(shuffle=True, seed=config.seed, **pipeline)
+    test_ds = test_data.to_tf_dataset(**pipeline)
+    fit_callbacks = [
+        EpochCheckpoint(checkpoint_dir),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
+        keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
+        *callbacks,
+    ]
+    if initial_epoch < config.epochs:
+        model.fit(
+            train_ds,
+            validation_data=test_ds,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=fit_callbacks,
+            verbose=verbose,
+        )
+
+    test = model.evaluate(test_ds, return_dict=True, verbose=0)
+    metrics = {
+        "dataset": config.dataset,
+        "epochs": config.epochs,
+        "num_train_images": len(train_data),
+        "num_test_images": len(test_data),
+        "test": {
+            "mse": test["mse"],
+            "psnr_db": psnr(test["mse"]),
+            "normalized_mse": test["mse"] / model.data_variance,
+            "perplexity": test["perplexity"],
+            "usage_percent": test["usage"],
+            "dead_codes": int(round(test["dead_codes"])),
+            "num_embeddings": model.quantizer.num_embeddings,
+        },
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    with atomic.atomic_path(out / "model.keras") as temp:
+        model.save(temp)
+    originals = next(iter(test_data.take(config.grid_pairs).to_tf_dataset(
+        config.grid_pairs, image_size=config.image_size)))
+    save_reconstruction_grid(
+        out / "reconstructions.png", originals.numpy(), model.predict(originals, verbose=0)
+    )
+    if not all(math.isfinite(v) for v in (test["mse"], test["perplexity"])):
+        raise FloatingPointError(f"Training diverged: test metrics {test}")
+    atomic.write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def add_arguments(parser):
+    """Adds the ``tfvqvae train`` options to an argparse parser."""
+    defaults = TrainConfig()
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="start from a named configuration; other flags override it")
+    parser.add_argument("--out", help=f"output folder (default {defaults.out})")
+    parser.add_argument("--dataset", help="digits (default, offline), mnist, fashion_mnist, "
+                        "cifar10, any TFDS name, folder:PATH or npz:PATH")
+    parser.add_argument("--data-dir", help="folder with local files (IDX, CIFAR-10 .bin) or a TFDS data_dir")
+    parser.add_argument("--image-size", type=int, help="resize images to this square size")
+    parser.add_argument("--max-train-examples", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--quantizer", choices=["ema", "vq"])
+    parser.add_argument("--num-embeddings", type=int)
+    parser.add_argument("--embedding-dim", type=int)
+    parser.add_argument("--commitment-cost", type=float)
+    parser.add_argument("--decay", type=float)
+    parser.add_argument("--kmeans-init", action=argparse.BooleanOptionalAction, default=None,
+                        help="initialise the codebook by k-means on the first batch")
+    parser.add_argument("--restart-unused-after", type=int)
+    parser.add_argument("--hidden-channels", type=int)
+    parser.add_argument("--residual-channels", type=int)
+    parser.add_argument("--num-residual-layers", type=int)
+    parser.add_argument("--num-downsamples", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete a non-empty --out first")
+
+
+def config_from_args(args):
+    """The TrainConfig for parsed ``tfvqvae train`` arguments."""
+
+    values = dict(PRESETS[args.preset]) if args.preset else {}
+    if args.preset and args.out is None:
+        values["out"] = f"runs/{args.preset}"
+    for field in TrainConfig.__dataclass_fields__:
+        value = getattr(args, field, None)
+        if value is not None:
+            values[field] = value
+    return TrainConfig.from_dict(values)
+
+
+def main(args):
+    """Entry point of ``tfvqvae train`` (``args`` from `add_arguments`)."""
+    config = config_from_args(args)
+    metrics = train(config, resume=args.resume, overwrite=args.overwrite)
+    out = Path(config.out)
+    test = metrics["test"]
+    print(
+        f"test mse {test['mse']:.5f}  psnr {test['psnr_db']:.2f} dB  "
+        f"perplexity {test['perplexity']:.1f}  usage {test['usage_percent']:.1f}%  "
+        f"dead codes {test['dead_codes']}  ({metrics['wall_time_s']} s)"
+    )
+    print(f"wrote {out / 'model.keras'}, {out / 'reconstructions.png'}, {out / 'metrics.json'}")
+    return 0
