@@ -117,3 +117,28 @@ def test_save_load_keeps_outputs(tmp_path):
     np.testing.assert_allclose(
         loaded(x).numpy(), numpy_stack(loaded.get_layer("res"), x), rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning")
+def test_keras_run_layer_test():
+    from keras.src.testing import test_case
+
+    class _Harness(test_case.TestCase):
+        def runTest(self):  # pragma: no cover
+            pass
+
+    case = _Harness()
+    case.setUp()
+    try:
+        case.run_layer_test(
+            ResidualStack,
+            init_kwargs={"channels": 4, "residual_channels": 2, "num_layers": 2},
+            input_shape=(2, 5, 5, 4),
+            expected_output_shape=(2, 5, 5, 4),
+            expected_num_trainable_weights=8,
+            expected_num_non_trainable_weights=0,
+            expected_num_losses=0,
+            supports_masking=False,
+        )
+    finally:
+        case.tearDown()

@@ -43,3 +43,11 @@ def replica_row_range(local_rows):
     )  # (R,): every replica's row count
     offset = tf.reduce_sum(tf.where(tf.range(replicas) < replica, sizes, 0))
     return offset, tf.reduce_sum(sizes)
+
+
+def gather_across_replicas(value):
+    """Concatenates every replica's ``value`` along axis 0, in replica order."""
+    ctx = _multi_replica_context()
+    if ctx is None:
+        return value
+    return ctx.all_gather(value, axis=0)

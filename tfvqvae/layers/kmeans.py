@@ -1,10 +1,4 @@
-"""Lloyd's k-means on a batch of vectors, exact under `tf.distribute`.
-
-Used to initialise a codebook from the first training batch. Every replica
-assigns its own vectors; the per-cluster counts and sums are all-reduced, so
-all replicas compute the same centroids as one device would on the whole
-global batch.
-"""
+"""Nearest-code search, row sampling and Lloyd's k-means for the quantisers."""
 
 import tensorflow as tf
 
@@ -59,31 +53,29 @@ def sample_rows(flat, num_rows, seed):
 def kmeans(flat, num_clusters, iterations, seed):
     """Runs Lloyd's algorithm on ``flat`` (N, D) and returns (centroids, counts).
 
-    Centroids start at ``num_clusters`` distinct rows of the batch. A cluster
-    that ends an iteration empty keeps its previous centroid.
+    Centroids start at ``num_clusters`` distinct rows of ``flat`` (cycled if
+    N < K). A cluster that ends an iteration empty keeps its centroid. Purely
+    local: under a strategy, pass the gathered global batch.
 
     Args:
-        flat: float32 (N, D), this replica's share of the vectors.
+        flat: float32 (N, D).
         num_clusters: K.
         iterations: number of assign/update rounds.
         seed: int32 (2,) stateless seed.
 
     Returns:
-        centroids (K, D) float32 and the global counts (K,) of the final
-        assignment.
+        centroids (K, D) float32 and the counts (K,) of the final assignment.
     """
-    centroids = sample_rows(flat, num_clusters, seed)
+    n = tf.shape(flat)[0]
+    order = tf.argsort(tf.random.stateless_uniform([n], seed=seed))
+    centroids = tf.gather(flat, tf.gather(order, tf.range(num_clusters) % n))
     counts = tf.zeros([num_clusters], tf.float32)
     for _ in range(iterations):
         assignment = nearest_code(flat, centroids)
-        counts = sum_across_replicas(
-            tf.math.unsorted_segment_sum(
-                tf.ones_like(assignment, tf.float32), assignment, num_clusters
-            )
+        counts = tf.math.unsorted_segment_sum(
+            tf.ones_like(assignment, tf.float32), assignment, num_clusters
         )
-        sums = sum_across_replicas(
-            tf.math.unsorted_segment_sum(flat, assignment, num_clusters)
-        )
+        sums = tf.math.unsorted_segment_sum(flat, assignment, num_clusters)
         centroids = tf.where(
             counts[:, None] > 0,
             sums / tf.maximum(counts, 1.0)[:, None],

@@ -16,8 +16,8 @@ indices come back as int32 (16, 32, 32).
 
 Codebook health (both off by default):
   * ``kmeans_init``: on the first training batch the codebook is set to the
-    k-means centroids of that batch's encoder outputs (Lloyd's algorithm,
-    exact across replicas).
+    k-means centroids of that batch's encoder outputs (Lloyd's algorithm on
+    the global batch, gathered from all replicas).
   * ``restart_unused_after=T``: a code not chosen in T consecutive training
     steps is re-seeded with a random encoder output of the current batch.
 
@@ -31,6 +31,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
+from tfvqvae.layers.cross_replica import gather_across_replicas
 from tfvqvae.layers.cross_replica import sum_across_replicas
 from tfvqvae.layers.kmeans import kmeans
 from tfvqvae.layers.kmeans import nearest_code
@@ -182,34 +183,28 @@ class VectorQuantizer(keras.layers.Layer):
                 f"axis is embedding_dim={self.embedding_dim}. "
                 f"Received: input_shape={input_shape}"
             )
-        # NB: autocast=False keeps the codebook float32 under mixed precision;
-        # aggregation="mean" lets replicas assign it after an all-reduce.
-        self.codebook = self.add_weight(
-            name="codebook",
-            shape=(self.num_embeddings, self.embedding_dim),
-            initializer=self.embeddings_initializer,
-            trainable=self._codebook_trainable,
-            autocast=False,
-            aggregation="mean",
-        )
-        self._build_state()
-        # Training steps seen: drives k-means on step 0 and the restart seeds.
-        self.training_steps = self.add_weight(
-            name="training_steps",
-            shape=(),
-            initializer="zeros",
-            trainable=False,
-            autocast=False,
-            aggregation="mean",
-        )
-        if self.restart_unused_after is not None:
-            self.steps_unused = self.add_weight(
-                name="steps_unused",
-                shape=(self.num_embeddings,),
-                initializer="zeros",
-                trainable=False,
+        shape = (self.num_embeddings, self.embedding_dim)
+        if self._codebook_trainable:
+            # NB: autocast=False keeps the codebook float32 under mixed
+            # precision; aggregation="mean" lets k-means and restarts assign it
+            # in replica context (every replica assigns the same value).
+            self.codebook = self.add_weight(
+                name="codebook",
+                shape=shape,
+                initializer=self.embeddings_initializer,
                 autocast=False,
                 aggregation="mean",
+            )
+        else:
+            self.codebook = self.add_statistic(
+                "codebook", shape, self.embeddings_initializer
+            )
+        self._build_state()
+        # Training steps seen: drives k-means on step 0 and the restart seeds.
+        self.training_steps = self.add_statistic("training_steps", (), "zeros")
+        if self.restart_unused_after is not None:
+            self.steps_unused = self.add_statistic(
+                "steps_unused", (self.num_embeddings,), "zeros"
             )
         self.input_spec = keras.layers.InputSpec(
             min_ndim=2, axes={-1: self.embedding_dim}
@@ -218,6 +213,27 @@ class VectorQuantizer(keras.layers.Layer):
 
     def _build_state(self):
         """Subclasses add their statistics here."""
+
+    def add_statistic(self, name, shape, initializer):
+        """A float32 non-trainable weight updated with ``assign`` in ``call``.
+
+        Like Keras' batch-norm moving statistics: never auto-cast, and
+        synchronised on read, so a replica's ``assign`` stays local (no
+        cross-replica call inside the step). Every replica computes the same
+        value from all-reduced counts and sums, so reading the mean across
+        replicas (when saving) gives that value.
+        """
+        # Returned, then set as an attribute, which is how Keras tracks it.
+        return keras.Variable(
+            initializer=keras.initializers.get(initializer),
+            shape=shape,
+            dtype="float32",
+            trainable=False,
+            autocast=False,
+            aggregation="mean",
+            synchronization="on_read",
+            name=name,
+        )
 
     # --------------------------------------------------------------- public
     def call(self, inputs, training=None):
@@ -364,16 +380,23 @@ class VectorQuantizer(keras.layers.Layer):
         return tf.stack([tf.constant(self.seed, tf.int32) + salt, step])
 
     def _kmeans_on_first_step(self, flat):
-        def initialise():
-            centroids, _ = kmeans(
-                flat, self.num_embeddings, self.kmeans_iterations, self._step_seed(1)
-            )
-            self._set_codes(tf.ones([self.num_embeddings], tf.bool), centroids)
-            return tf.constant(True)
-
-        tf.cond(
-            tf.equal(self.training_steps, 0.0), initialise, lambda: tf.constant(False)
+        # NB: TensorFlow allows no cross-replica call inside control flow, so
+        # the global batch is gathered outside the cond (one row per replica
+        # after the first step: gathering empty tensors crashes TF 2.21),
+        # k-means runs on it locally and identically on every replica, and the
+        # assignment also stays outside the cond.
+        first_step = tf.equal(self.training_steps, 0.0)
+        batch = gather_across_replicas(
+            tf.cond(first_step, lambda: flat, lambda: flat[:1])
         )
+        centroids = tf.cond(
+            first_step,
+            lambda: kmeans(
+                batch, self.num_embeddings, self.kmeans_iterations, self._step_seed(1)
+            )[0],
+            lambda: tf.convert_to_tensor(self.codebook),
+        )
+        self._set_codes(tf.fill([self.num_embeddings], first_step), centroids)
 
     def _set_codes(self, mask, vectors):
         """Replaces the codebook rows where ``mask`` is True with ``vectors``."""

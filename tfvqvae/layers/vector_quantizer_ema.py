@@ -99,22 +99,14 @@ class VectorQuantizerEMA(VectorQuantizer):
         self.epsilon = float(epsilon)
 
     def _build_state(self):
-        self.ema_cluster_size = self.add_weight(
-            name="ema_cluster_size",
-            shape=(self.num_embeddings,),
-            initializer="ones",
-            trainable=False,
-            autocast=False,
-            aggregation="mean",
+        self.ema_cluster_size = self.add_statistic(
+            "ema_cluster_size", (self.num_embeddings,), "ones"
         )
-        self.ema_embedding_sum = self.add_weight(
-            name="ema_embedding_sum",
-            shape=(self.num_embeddings, self.embedding_dim),
-            # m_i = N_i e_i = e_i: the EMA state reproduces the initial codebook.
-            initializer=lambda shape, dtype=None: tf.identity(self.codebook),
-            trainable=False,
-            autocast=False,
-            aggregation="mean",
+        # m_i = N_i e_i = e_i: the EMA state reproduces the initial codebook.
+        self.ema_embedding_sum = self.add_statistic(
+            "ema_embedding_sum",
+            (self.num_embeddings, self.embedding_dim),
+            lambda shape, dtype=None: tf.identity(self.codebook),
         )
 
     def _codebook_loss(self, flat, flat_quantized):
