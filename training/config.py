@@ -87,7 +87,7 @@ PRESETS = {
         "residual_channels": 32,
         "num_downsamples": 2,
         "kmeans_init": True,
-        "restart_unused_after": 100,
+        "restart_unused_after": 20,
     },
     "mnist": {
         "dataset": "mnist",
@@ -100,7 +100,7 @@ PRESETS = {
         "residual_channels": 32,
         "num_downsamples": 2,
         "kmeans_init": True,
-        "restart_unused_after": 200,
+        "restart_unused_after": 20,
     },
     "cifar10": {
         "dataset": "cifar10",

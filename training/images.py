@@ -50,4 +50,4 @@ def save_reconstruction_grid(path, originals, reconstructions, pairs_per_row=8):
     interleaved = np.stack([originals, reconstructions], axis=1).reshape(
         (-1,) + originals.shape[1:]
     )
-    save_png(path, tile(interleaved, columns=2 * pairs_per_row))
+    save_png(path, tile(interleaved, columns=2 * min(pairs_per_row, len(originals))))

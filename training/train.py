@@ -153,6 +153,7 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto"):
             epochs=config.epochs,
             initial_epoch=initial_epoch,
             callbacks=fit_callbacks,
+            shuffle=False,  # the pipeline shuffles, with the configured seed
             verbose=verbose,
         )
 

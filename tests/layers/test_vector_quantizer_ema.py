@@ -264,15 +264,6 @@ def _kmeans_fixed_point(centroids, z, atol):
     return n
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="kmeans_init under MirroredStrategy: _kmeans_on_first_step runs k-means "
-    "(whose row sampling and Lloyd steps all-reduce across replicas) and the "
-    "codebook/EMA assigns inside tf.cond; in a multi-replica tf.function the cond "
-    "branch is a separate FuncGraph, so ReplicaContext.all_reduce/merge_call raise "
-    "RuntimeError '`merge_call` called while defining a new graph or a tf.function'",
-)
 def test_mirrored_kmeans_init_replicas_agree_and_centroids_are_fixed_point():
     batches = mirrored_batches(seed=3)
     layer, _ = run_steps(fresh_mirrored_strategy(), batches[:1], kmeans_init=True)
@@ -283,6 +274,19 @@ def test_mirrored_kmeans_init_replicas_agree_and_centroids_are_fixed_point():
     layer, _ = run_steps(fresh_mirrored_strategy(), batches, kmeans_init=True)
     assert_replicas_identical(layer, EMA_STATE)
     assert float(layer.training_steps.numpy()) == 3.0
+
+
+def test_mirrored_kmeans_init_matches_single_device():
+    # k-means runs on the gathered global batch with the same stateless seed,
+    # so the 2-replica run reproduces the single-device one.
+    batches = mirrored_batches(seed=3)
+    mirrored, _ = run_steps(fresh_mirrored_strategy(), batches, kmeans_init=True)
+    single, _ = run_steps(tf.distribute.get_strategy(), batches, kmeans_init=True)
+    for name in EMA_STATE:
+        np.testing.assert_allclose(
+            getattr(mirrored, name).numpy(), getattr(single, name).numpy(),
+            rtol=1e-6, atol=1e-6, err_msg=name,
+        )
 
 
 def test_mirrored_restart_replicas_agree():
@@ -314,6 +318,21 @@ def test_mirrored_restart_replicas_agree():
     layer, _ = run_steps(fresh_mirrored_strategy(), batches, codebook, restart_unused_after=1)
     assert_replicas_identical(layer, EMA_STATE + ("steps_unused",))
     assert float(layer.training_steps.numpy()) == 3.0
+
+
+def test_mirrored_restart_matches_single_device():
+    # Restart rows are drawn by global row number from a stateless seed, so
+    # the 2-replica run re-seeds dead codes with the same vectors as one device.
+    batches = mirrored_batches(seed=5)
+    codebook = np.random.default_rng(2).normal(size=(K_M, D_M)).astype(np.float32)
+    codebook[4] = 100.0
+    mirrored, _ = run_steps(fresh_mirrored_strategy(), batches, codebook, restart_unused_after=1)
+    single, _ = run_steps(tf.distribute.get_strategy(), batches, codebook, restart_unused_after=1)
+    for name in EMA_STATE + ("steps_unused",):
+        np.testing.assert_allclose(
+            getattr(mirrored, name).numpy(), getattr(single, name).numpy(),
+            rtol=1e-6, atol=1e-6, err_msg=name,
+        )
 
 
 # --------------------------------------------------------- 8. k-means init
@@ -379,7 +398,8 @@ def test_kmeans_init_gradient_layer_sets_codebook_to_centroids():
     codebook = vq.codebook.numpy().astype(np.float64)
     n = _kmeans_fixed_point(codebook, z1, atol=1e-5)
     np.testing.assert_array_equal(out.counts.numpy(), n)
-    np.testing.assert_allclose(out.quantized.numpy(), codebook[ref.nearest(z1, codebook)], atol=1e-5)
+    expected = codebook[ref.nearest(z1, codebook)]
+    np.testing.assert_allclose(out.quantized.numpy(), expected, atol=1e-5)
     # A second training step leaves the codebook to the optimizer.
     vq.quantize_with_losses(blobs(seed=6, shift=3.0), training=True)
     np.testing.assert_array_equal(vq.codebook.numpy(), codebook.astype(np.float32))
