@@ -326,20 +326,7 @@ def test_fit_without_add_losses_leaves_encoder_alone(cls):
     np.testing.assert_array_equal(encoder.kernel.numpy(), kernel_before)
 
 
-FLOAT64_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=tf.errors.InvalidArgumentError,
-    reason="VectorQuantizer with a float64 dtype policy (dtype='float64', accepted "
-    "as a base layer argument) crashes: its trainable codebook is created with the "
-    "policy's variable dtype (float64) but quantize_with_losses/indices/distances "
-    "cast the inputs to float32 and matmul them with the float64 codebook "
-    "(InvalidArgumentError in MatMul)",
-)
-
-
-@pytest.mark.parametrize(
-    "cls", [pytest.param(VectorQuantizer, marks=FLOAT64_BUG), VectorQuantizerEMA]
-)
+@pytest.mark.parametrize("cls", [VectorQuantizer, VectorQuantizerEMA])
 def test_float64_dtype_policy(cls):
     layer = cls(8, D, dtype="float64")
     z = np.random.default_rng(4).normal(size=(5, D))

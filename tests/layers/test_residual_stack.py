@@ -145,22 +145,11 @@ def test_keras_run_layer_test():
             expected_num_non_trainable_weights=0,
             expected_num_losses=0,
             supports_masking=False,
-            # the mixed-precision half of the harness: see the xfail below
-            run_mixed_precision_check=False,
         )
     finally:
         case.tearDown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=tf.errors.InvalidArgumentError,
-    reason="ResidualStack does not pass its dtype policy to its Conv2D sublayers: "
-    "with a per-layer dtype ('mixed_float16', 'float64', ...) and a float32 global "
-    "policy the inputs are cast to the layer's compute dtype but the convs compute "
-    "in float32, so x + h fails in AddV2 (also fails Keras' run_layer_test "
-    "mixed-precision check)",
-)
 @pytest.mark.parametrize("dtype", ["mixed_float16", "float64"])
 def test_per_layer_dtype_policy_reaches_sublayers(dtype):
     layer = ResidualStack(4, 2, num_layers=1, dtype=dtype)

@@ -150,12 +150,6 @@ def test_lookup_non_integer_indices_raise_type_error(dtype):
         layer.lookup(np.array([0, 1]).astype(dtype))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lookup() casts int64 indices to int32 BEFORE the range check, so an "
-    "out-of-range int64 index such as 2**32 + 1 wraps to 1 and silently returns "
-    "codebook row 1 instead of raising ValueError",
-)
 def test_lookup_int64_index_beyond_int32_is_rejected():
     layer = make_layer(VectorQuantizer, np.eye(3, dtype=np.float32))
     with pytest.raises(ValueError, match="Received: values in"):

@@ -156,20 +156,6 @@ def test_no_kmeans_or_restart_outside_training():
 
 
 # ------------------------------------------------- 7. MirroredStrategy
-def fresh_mirrored_strategy():
-    """A 2-replica MirroredStrategy on the two logical CPUs of conftest.
-
-    Every MirroredStrategy instance starts its collective instance keys at the
-    same base, so two instances in one process collide ("Shape mismatch in
-    the collective instance ..."). TF's own strategy_combinations bumps the
-    base for every new instance; so do we.
-    """
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    assert len(devices) >= 2, devices
-    tf.distribute.MirroredStrategy._collective_key_base += 100000
-    return tf.distribute.MirroredStrategy(devices[:2])
-
-
 def replica_values(variable):
     """The per-replica copies of a Keras variable created under a MirroredStrategy."""
     return [v.numpy() for v in variable.value.values]
@@ -222,10 +208,10 @@ def assert_replicas_identical(layer, names):
 EMA_STATE = ("codebook", "ema_cluster_size", "ema_embedding_sum", "training_steps")
 
 
-def test_mirrored_ema_matches_single_device_and_numpy():
+def test_mirrored_ema_matches_single_device_and_numpy(mirrored_strategy):
     batches = mirrored_batches()
     codebook = np.random.default_rng(1).normal(size=(K_M, D_M)).astype(np.float32)
-    mirrored, mirrored_counts = run_steps(fresh_mirrored_strategy(), batches, codebook)
+    mirrored, mirrored_counts = run_steps(mirrored_strategy, batches, codebook)
     single, single_counts = run_steps(tf.distribute.get_strategy(), batches, codebook)
 
     assert_replicas_identical(mirrored, EMA_STATE)
@@ -264,23 +250,23 @@ def _kmeans_fixed_point(centroids, z, atol):
     return n
 
 
-def test_mirrored_kmeans_init_replicas_agree_and_centroids_are_fixed_point():
+def test_mirrored_kmeans_init_replicas_agree_and_centroids_are_fixed_point(mirrored_strategy):
     batches = mirrored_batches(seed=3)
-    layer, _ = run_steps(fresh_mirrored_strategy(), batches[:1], kmeans_init=True)
+    layer, _ = run_steps(mirrored_strategy, batches[:1], kmeans_init=True)
     assert_replicas_identical(layer, EMA_STATE)
     big_n, m, _ = state(layer)
     # After the k-means reset (N = 1, m = c) and one EMA step, m / N = c.
     _kmeans_fixed_point(m / big_n[:, None], batches[0], atol=1e-5)
-    layer, _ = run_steps(fresh_mirrored_strategy(), batches, kmeans_init=True)
+    layer, _ = run_steps(mirrored_strategy, batches, kmeans_init=True)
     assert_replicas_identical(layer, EMA_STATE)
     assert float(layer.training_steps.numpy()) == 3.0
 
 
-def test_mirrored_kmeans_init_matches_single_device():
+def test_mirrored_kmeans_init_matches_single_device(mirrored_strategy):
     # k-means runs on the gathered global batch with the same stateless seed,
     # so the 2-replica run reproduces the single-device one.
     batches = mirrored_batches(seed=3)
-    mirrored, _ = run_steps(fresh_mirrored_strategy(), batches, kmeans_init=True)
+    mirrored, _ = run_steps(mirrored_strategy, batches, kmeans_init=True)
     single, _ = run_steps(tf.distribute.get_strategy(), batches, kmeans_init=True)
     for name in EMA_STATE:
         np.testing.assert_allclose(
@@ -289,12 +275,12 @@ def test_mirrored_kmeans_init_matches_single_device():
         )
 
 
-def test_mirrored_restart_replicas_agree():
+def test_mirrored_restart_replicas_agree(mirrored_strategy):
     batches = mirrored_batches(seed=5)
     codebook = np.random.default_rng(2).normal(size=(K_M, D_M)).astype(np.float32)
     codebook[4] = 100.0  # never chosen
     layer, counts = run_steps(
-        fresh_mirrored_strategy(), batches[:1], codebook, restart_unused_after=1
+        mirrored_strategy, batches[:1], codebook, restart_unused_after=1
     )
     assert_replicas_identical(layer, EMA_STATE + ("steps_unused",))
 
@@ -315,18 +301,18 @@ def test_mirrored_restart_replicas_agree():
     np.testing.assert_allclose(got_e[~dead], e[~dead], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(layer.steps_unused.numpy(), 0.0)
 
-    layer, _ = run_steps(fresh_mirrored_strategy(), batches, codebook, restart_unused_after=1)
+    layer, _ = run_steps(mirrored_strategy, batches, codebook, restart_unused_after=1)
     assert_replicas_identical(layer, EMA_STATE + ("steps_unused",))
     assert float(layer.training_steps.numpy()) == 3.0
 
 
-def test_mirrored_restart_matches_single_device():
+def test_mirrored_restart_matches_single_device(mirrored_strategy):
     # Restart rows are drawn by global row number from a stateless seed, so
     # the 2-replica run re-seeds dead codes with the same vectors as one device.
     batches = mirrored_batches(seed=5)
     codebook = np.random.default_rng(2).normal(size=(K_M, D_M)).astype(np.float32)
     codebook[4] = 100.0
-    mirrored, _ = run_steps(fresh_mirrored_strategy(), batches, codebook, restart_unused_after=1)
+    mirrored, _ = run_steps(mirrored_strategy, batches, codebook, restart_unused_after=1)
     single, _ = run_steps(tf.distribute.get_strategy(), batches, codebook, restart_unused_after=1)
     for name in EMA_STATE + ("steps_unused",):
         np.testing.assert_allclose(
@@ -406,14 +392,6 @@ def test_kmeans_init_gradient_layer_sets_codebook_to_centroids():
     assert float(vq.training_steps.numpy()) == 2.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kmeans_init seeds Lloyd's algorithm with K uniformly random batch "
-    "rows (no k-means++ / restarts), so on 4 well-separated equal blobs it "
-    "recovers the blobs only when the draw hits every blob: with the default "
-    "seed=0 two blobs end up merged into one code and another blob is split "
-    "(counts 32/19/13/64); seeds 1, 3 and 4 fail likewise",
-)
 def test_kmeans_init_recovers_well_separated_blobs():
     z1 = blobs(seed=1)
     failures = []

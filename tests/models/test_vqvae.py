@@ -149,6 +149,7 @@ def test_train_step_matches_hand_written_step():
 def test_fit_lowers_reconstruction_error():
     from tfvqvae.data import load_digits
 
+    keras.utils.set_random_seed(0)
     x = tf.image.resize(load_digits("train").as_float()[:512], (16, 16)).numpy()
     model = tiny_model(quantizer=tfvqvae.VectorQuantizerEMA(32, 8, kmeans_init=True))
     model.compile(optimizer=keras.optimizers.Adam(2e-3))

@@ -50,12 +50,44 @@ def sample_rows(flat, num_rows, seed):
     return sum_across_replicas(tf.where(held[:, None], rows, tf.zeros_like(rows)))
 
 
+def kmeans_plus_plus(flat, num_clusters, seed):
+    """k-means++ seeding: K rows of ``flat``, each drawn with probability ∝ D².
+
+    D is a row's distance to the nearest centre chosen so far (Arthur and
+    Vassilvitskii, 2007); the first centre is uniform. Rows already chosen
+    have D = 0 and are not drawn again unless every row is (then the draw
+    is uniform).
+    """
+    n = tf.shape(flat)[0]
+    seeds = tf.random.experimental.stateless_split(seed, num=num_clusters)
+    first = tf.random.stateless_uniform([], seeds[0], maxval=n, dtype=tf.int32)
+    centre = flat[first]
+    centroids = tf.tensor_scatter_nd_update(
+        tf.zeros([num_clusters, tf.shape(flat)[1]], flat.dtype), [[0]], centre[None]
+    )
+    nearest = tf.reduce_sum(tf.square(flat - centre), axis=1)  # D² per row, (N,)
+
+    def draw(i, centroids, nearest):
+        weights = tf.where(tf.reduce_sum(nearest) > 0, nearest, tf.ones_like(nearest))
+        pick = tf.random.stateless_categorical(
+            tf.math.log(weights)[None], 1, seeds[i], dtype=tf.int32
+        )[0, 0]
+        centre = flat[pick]
+        centroids = tf.tensor_scatter_nd_update(centroids, [[i]], centre[None])
+        nearest = tf.minimum(nearest, tf.reduce_sum(tf.square(flat - centre), axis=1))
+        return i + 1, centroids, nearest
+
+    _, centroids, _ = tf.while_loop(
+        lambda i, *_: i < num_clusters, draw, (tf.constant(1), centroids, nearest)
+    )
+    return centroids
+
+
 def kmeans(flat, num_clusters, iterations, seed):
     """Runs Lloyd's algorithm on ``flat`` (N, D) and returns (centroids, counts).
 
-    Centroids start at ``num_clusters`` distinct rows of ``flat`` (cycled if
-    N < K). A cluster that ends an iteration empty keeps its centroid. Purely
-    local: under a strategy, pass the gathered global batch.
+    Seeded with k-means++. A cluster that ends an iteration empty keeps its
+    centroid. Purely local: under a strategy, pass the gathered global batch.
 
     Args:
         flat: float32 (N, D).
@@ -66,9 +98,7 @@ def kmeans(flat, num_clusters, iterations, seed):
     Returns:
         centroids (K, D) float32 and the counts (K,) of the final assignment.
     """
-    n = tf.shape(flat)[0]
-    order = tf.argsort(tf.random.stateless_uniform([n], seed=seed))
-    centroids = tf.gather(flat, tf.gather(order, tf.range(num_clusters) % n))
+    centroids = kmeans_plus_plus(flat, num_clusters, seed)
     counts = tf.zeros([num_clusters], tf.float32)
     for _ in range(iterations):
         assignment = nearest_code(flat, centroids)

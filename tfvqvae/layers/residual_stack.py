@@ -44,9 +44,15 @@ class ResidualStack(keras.layers.Layer):
         self.blocks = [
             (
                 keras.layers.Conv2D(
-                    residual_channels, 3, padding="same", name=f"block{i}_conv3x3"
+                    residual_channels,
+                    3,
+                    padding="same",
+                    dtype=self.dtype_policy,
+                    name=f"block{i}_conv3x3",
                 ),
-                keras.layers.Conv2D(channels, 1, name=f"block{i}_conv1x1"),
+                keras.layers.Conv2D(
+                    channels, 1, dtype=self.dtype_policy, name=f"block{i}_conv1x1"
+                ),
             )
             for i in range(num_layers)
         ]

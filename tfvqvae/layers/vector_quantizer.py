@@ -192,6 +192,7 @@ class VectorQuantizer(keras.layers.Layer):
                 name="codebook",
                 shape=shape,
                 initializer=self.embeddings_initializer,
+                dtype="float32",
                 autocast=False,
                 aggregation="mean",
             )
@@ -206,9 +207,6 @@ class VectorQuantizer(keras.layers.Layer):
             self.steps_unused = self.add_statistic(
                 "steps_unused", (self.num_embeddings,), "zeros"
             )
-        self.input_spec = keras.layers.InputSpec(
-            min_ndim=2, axes={-1: self.embedding_dim}
-        )
         super().build(input_shape)
 
     def _build_state(self):
@@ -323,11 +321,10 @@ class VectorQuantizer(keras.layers.Layer):
                 "Code indices must be integers. "
                 f"Received: indices with dtype={indices.dtype.name}"
             )
-        indices = tf.cast(indices, tf.int32)
-        if validate:
+        if validate:  # before the cast: int64 values beyond int32 must not wrap
             indices = self._check_range(indices)
         self._ensure_built()
-        return tf.gather(tf.convert_to_tensor(self.codebook), indices)
+        return tf.gather(tf.convert_to_tensor(self.codebook), tf.cast(indices, tf.int32))
 
     # ------------------------------------------------------------- helpers
     def _ensure_built(self):
@@ -364,10 +361,11 @@ class VectorQuantizer(keras.layers.Layer):
                     )
             return indices
         message = f"Code indices must lie in [0, {k})"
+        wide = tf.cast(indices, tf.int64)
         with tf.control_dependencies(
             [
-                tf.debugging.assert_non_negative(indices, message=message),
-                tf.debugging.assert_less(indices, k, message=message),
+                tf.debugging.assert_non_negative(wide, message=message),
+                tf.debugging.assert_less(wide, tf.constant(k, tf.int64), message=message),
             ]
         ):
             return tf.identity(indices)
