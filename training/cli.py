@@ -8,11 +8,7 @@ Each subcommand lives in its own module with ``add_arguments(parser)`` and
 
 import argparse
 import importlib
-import os
 import sys
-
-# Quiet TensorFlow's start-up chatter (CUDA probing on CPU machines).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 SUBCOMMANDS = {

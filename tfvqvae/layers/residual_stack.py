@@ -72,7 +72,11 @@ class ResidualStack(keras.layers.Layer):
     def call(self, inputs):
         x = inputs
         for conv3x3, conv1x1 in self.blocks:
-            h = conv1x1(keras.ops.relu(conv3x3(keras.ops.relu(x))))
+            # NB: max(x, 0) rather than relu(x) on the block input. TF 2.21's
+            # grappler remapper tries to fuse "conv + bias + add + Relu" across
+            # two blocks, fails on the add's second consumer and logs an
+            # error; max(x, 0) is the same function but no fusion candidate.
+            h = conv1x1(keras.ops.relu(conv3x3(keras.ops.maximum(x, 0.0))))
             x = x + h
         return keras.ops.relu(x)
 
