@@ -196,6 +196,29 @@ class VQVAE(keras.Model):
         latents = self.quantizer.lookup(self._check_codes(codes))
         return tf.cast(self.decoder(latents, training=False), tf.float32)
 
+    # ------------------------------------------- the levels API (priors)
+    # VQVAE and VQVAE2 share it, so code extraction, priors and sampling
+    # treat both alike: a VQVAE has one level, "top".
+    levels = ("top",)
+
+    @property
+    def level_num_embeddings(self):
+        """{level: K} of each code level."""
+        return {"top": self.quantizer.num_embeddings}
+
+    def code_shapes(self, image_size):
+        """{level: (h, w)} of the code maps for images of ``image_size`` (H, W)."""
+        height, width = image_size
+        return {"top": (height // self.downsample_factor, width // self.downsample_factor)}
+
+    def encode_levels(self, images):
+        """{level: int32 code map} of ``images``."""
+        return {"top": self.encode(images)}
+
+    def decode_levels(self, codes):
+        """Images from ``{level: code map}``."""
+        return self.decode(codes["top"])
+
     # ----------------------------------------------------------- training
     def _objective(self, images, training):
         images = tf.cast(self._check_images(images), tf.float32)
