@@ -1,9 +1,11 @@
 """tfvqvae: VQ-VAE and VQ-VAE-2 for TensorFlow / Keras 3.
 
 Public names: the quantiser layers `VectorQuantizer` and `VectorQuantizerEMA`,
-the `VQVAE` model, the metrics in `tfvqvae.metrics` and the datasets in
-`tfvqvae.data`. The command-line programs live in `tfvqvae.training` and the
-exporters in `tfvqvae.export`; the library never imports them.
+the `VQVAE` and `VQVAE2` models, the `PixelCNNPrior` and its layers
+`MaskedConv2D` and `GatedBlock`, the metrics in `tfvqvae.metrics` and the
+datasets in `tfvqvae.data`. The command-line programs live in
+`tfvqvae.training` and the exporters in `tfvqvae.export`; the library never
+imports them.
 """
 
 from pathlib import Path as _Path
@@ -18,20 +20,28 @@ if (_root / "setup.py").is_file() and (_root / "training" / "__init__.py").is_fi
     __path__.append(str(_root))
 del _Path, _root
 
+from tfvqvae.layers import GatedBlock
+from tfvqvae.layers import MaskedConv2D
 from tfvqvae.layers import QuantizerOutput
 from tfvqvae.layers import ResidualStack
 from tfvqvae.layers import VectorQuantizer
 from tfvqvae.layers import VectorQuantizerEMA
 from tfvqvae.metrics import CodebookUsage
 from tfvqvae.models import VQVAE
+from tfvqvae.models import PixelCNNPrior
+from tfvqvae.models import VQVAE2
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CodebookUsage",
+    "GatedBlock",
+    "MaskedConv2D",
+    "PixelCNNPrior",
     "QuantizerOutput",
     "ResidualStack",
     "VQVAE",
+    "VQVAE2",
     "VectorQuantizer",
     "VectorQuantizerEMA",
 ]

@@ -1,6 +1,10 @@
 """The ``tfvqvae`` command: a thin dispatcher over the training library.
 
+    tfvqvae pipeline [--preset quickstart] [...]   (train → extract-codes → train-prior → sample)
     tfvqvae train [--preset quickstart] [--out DIR] [...]
+    tfvqvae extract-codes --run DIR [--splits train,test] [--out DIR] [...]
+    tfvqvae train-prior --run DIR --level top|bottom [...]
+    tfvqvae sample --run DIR [--num-samples 16] [--temperature 1.0] [--seed 0] [...]
 
 Each subcommand lives in its own module with ``add_arguments(parser)`` and
 ``main(args)``; this file only wires them to argparse.
@@ -12,9 +16,25 @@ import sys
 
 
 SUBCOMMANDS = {
+    "pipeline": (
+        "tfvqvae.training.pipeline",
+        "train the VQ-VAE, extract codes, train the priors and sample, in one go",
+    ),
     "train": (
         "tfvqvae.training.train",
         "train a VQ-VAE and write model, checkpoints, images, metrics",
+    ),
+    "extract-codes": (
+        "tfvqvae.training.extract_codes",
+        "encode a dataset with a trained model and write its code maps (TFRecord)",
+    ),
+    "train-prior": (
+        "tfvqvae.training.train_prior",
+        "train a gated PixelCNN prior on the extracted codes of one level",
+    ),
+    "sample": (
+        "tfvqvae.training.sample",
+        "sample codes from the priors (top, then bottom) and decode them to images",
     ),
 }
 

@@ -12,7 +12,9 @@ class TrainConfig:
     """Everything ``tfvqvae train`` needs; saved as ``OUT/config.json``.
 
     Model sizes follow the VQ-VAE paper's CIFAR-10 setting (Sonnet's
-    notebook) unless a preset says otherwise.
+    notebook) unless a preset says otherwise. ``model`` is "vqvae" (one code
+    level at 1 / 2**num_downsamples) or "vqvae2" (top codes at 1/8, bottom
+    codes at 1/4, both quantisers built from the same quantiser settings).
     """
 
     out: str = "runs/vqvae"
@@ -23,6 +25,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 3e-4
+    model: str = "vqvae"
     quantizer: str = "ema"
     num_embeddings: int = 512
     embedding_dim: int = 64
@@ -39,6 +42,10 @@ class TrainConfig:
     grid_pairs: int = 16
 
     def __post_init__(self):
+        if self.model not in ("vqvae", "vqvae2"):
+            raise ValueError(
+                f"model must be 'vqvae' or 'vqvae2'. Received: model={self.model!r}"
+            )
         if self.quantizer not in ("ema", "vq"):
             raise ValueError(
                 f"quantizer must be 'ema' or 'vq'. Received: quantizer={self.quantizer!r}"
@@ -51,6 +58,12 @@ class TrainConfig:
                 raise ValueError(
                     f"{name} must be a positive integer. Received: {name}={value!r}"
                 )
+        if self.model == "vqvae2" and self.num_downsamples != 2:
+            raise ValueError(
+                "model='vqvae2' fixes num_downsamples at 2 (bottom codes at 1/4 of "
+                "the image, top codes at 1/8). "
+                f"Received: num_downsamples={self.num_downsamples!r}"
+            )
         if not self.learning_rate > 0:
             raise ValueError(
                 f"learning_rate must be positive. Received: learning_rate={self.learning_rate!r}"

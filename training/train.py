@@ -1,5 +1,7 @@
 """Train a VQ-VAE and write its artifacts: the library behind ``tfvqvae train``.
 
+``--model vqvae2`` trains the two-level `tfvqvae.VQVAE2` instead.
+
 Output folder::
 
     config.json            the resolved TrainConfig
@@ -9,6 +11,7 @@ Output folder::
     model.keras            the trained model
     reconstructions.png    test originals next to their reconstructions
     metrics.json           test MSE, PSNR, perplexity, usage %, dead codes
+                           (per level under "levels" for --model vqvae2)
 
 Every file is written atomically; ``--resume`` continues a killed run from its
 last complete checkpoint.
@@ -38,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_model(config, data_variance=1.0, image_channels=1):
-    """The `tfvqvae.VQVAE` described by ``config``."""
+    """The `tfvqvae.VQVAE` (or `tfvqvae.VQVAE2`, ``model="vqvae2"``) of ``config``."""
     quantizer_class = (
         tfvqvae.VectorQuantizerEMA if config.quantizer == "ema" else tfvqvae.VectorQuantizer
     )
@@ -52,14 +55,21 @@ def build_model(config, data_variance=1.0, image_channels=1):
     )
     if config.quantizer == "ema":
         options["decay"] = config.decay
-    return tfvqvae.VQVAE(
+    sizes = dict(
         image_channels=image_channels,
         hidden_channels=config.hidden_channels,
         residual_channels=config.residual_channels,
         num_residual_layers=config.num_residual_layers,
-        num_downsamples=config.num_downsamples,
-        quantizer=quantizer_class(**options),
         data_variance=data_variance,
+    )
+    if config.model == "vqvae2":
+        return tfvqvae.VQVAE2(
+            top_quantizer=quantizer_class(**options),
+            bottom_quantizer=quantizer_class(**options),
+            **sizes,
+        )
+    return tfvqvae.VQVAE(
+        num_downsamples=config.num_downsamples, quantizer=quantizer_class(**options), **sizes
     )
 
 
@@ -84,6 +94,14 @@ def _image_shape(dataset, config):
     height, width, channels = dataset.image_shape
     if config.image_size is not None:
         height = width = config.image_size
+    if config.model == "vqvae2":
+        if height % 8 or width % 8:
+            raise ValueError(
+                f"Image size {height}x{width} of dataset {config.dataset!r} is not "
+                "divisible by 8, which --model vqvae2 needs (top codes at 1/8 of "
+                "the image): pass --image-size."
+            )
+        return height, width, channels
     factor = 2**config.num_downsamples
     if height % factor or width % factor:
         raise ValueError(
@@ -92,6 +110,36 @@ def _image_shape(dataset, config):
             "or change --num-downsamples."
         )
     return height, width, channels
+
+
+def _test_metrics(model, test):
+    """The ``"test"`` entry of metrics.json from ``evaluate``'s results.
+
+    A VQVAE keeps its flat keys; a VQVAE2 reports each level under
+    ``levels[level]`` with the same four names.
+    """
+    metrics = {
+        "mse": test["mse"],
+        "psnr_db": psnr(test["mse"]),
+        "normalized_mse": test["mse"] / model.data_variance,
+    }
+
+    def level_metrics(prefix, num_embeddings):
+        return {
+            "perplexity": test[f"{prefix}perplexity"],
+            "usage_percent": test[f"{prefix}usage"],
+            "dead_codes": int(round(test[f"{prefix}dead_codes"])),
+            "num_embeddings": num_embeddings,
+        }
+
+    if isinstance(model, tfvqvae.VQVAE2):
+        metrics["levels"] = {
+            level: level_metrics(f"{level}_", k)
+            for level, k in model.level_num_embeddings.items()
+        }
+    else:
+        metrics.update(level_metrics("", model.quantizer.num_embeddings))
+    return metrics
 
 
 def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto"):
@@ -163,15 +211,7 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto"):
         "epochs": config.epochs,
         "num_train_images": len(train_data),
         "num_test_images": len(test_data),
-        "test": {
-            "mse": test["mse"],
-            "psnr_db": psnr(test["mse"]),
-            "normalized_mse": test["mse"] / model.data_variance,
-            "perplexity": test["perplexity"],
-            "usage_percent": test["usage"],
-            "dead_codes": int(round(test["dead_codes"])),
-            "num_embeddings": model.quantizer.num_embeddings,
-        },
+        "test": _test_metrics(model, test),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
     with atomic.atomic_path(out / "model.keras") as temp:
@@ -181,7 +221,7 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto"):
     save_reconstruction_grid(
         out / "reconstructions.png", originals.numpy(), model.predict(originals, verbose=0)
     )
-    if not all(math.isfinite(v) for v in (test["mse"], test["perplexity"])):
+    if not all(math.isfinite(v) for v in test.values()):  # mse, losses, perplexities
         raise FloatingPointError(f"Training diverged: test metrics {test}")
     atomic.write_json(out / "metrics.json", metrics)
     return metrics
@@ -201,6 +241,9 @@ def add_arguments(parser):
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--model", choices=["vqvae", "vqvae2"],
+                        help="vqvae (default): one code map; vqvae2: top (1/8) and "
+                        "bottom (1/4) code maps, image size divisible by 8")
     parser.add_argument("--quantizer", choices=["ema", "vq"])
     parser.add_argument("--num-embeddings", type=int)
     parser.add_argument("--embedding-dim", type=int)
@@ -239,10 +282,15 @@ def main(args):
     metrics = train(config, resume=args.resume, overwrite=args.overwrite)
     out = Path(config.out)
     test = metrics["test"]
+    levels = test.get("levels", {"": test})
+    codes = "  ".join(
+        f"{name + ' ' if name else ''}perplexity {level['perplexity']:.1f}  "
+        f"usage {level['usage_percent']:.1f}%  dead codes {level['dead_codes']}"
+        for name, level in levels.items()
+    )
     print(
-        f"test mse {test['mse']:.5f}  psnr {test['psnr_db']:.2f} dB  "
-        f"perplexity {test['perplexity']:.1f}  usage {test['usage_percent']:.1f}%  "
-        f"dead codes {test['dead_codes']}  ({metrics['wall_time_s']} s)"
+        f"test mse {test['mse']:.5f}  psnr {test['psnr_db']:.2f} dB  {codes}  "
+        f"({metrics['wall_time_s']} s)"
     )
     print(f"wrote {out / 'model.keras'}, {out / 'reconstructions.png'}, {out / 'metrics.json'}")
     return 0

@@ -16,8 +16,19 @@ Typical use::
 
 The default dataset, ``DEFAULT_DATASET = "digits"`` (scikit-learn's 8 x 8
 digits), needs no network and no files.
+
+Code files (:mod:`tfvqvae.data.codes`) hold a dataset's discrete code maps for
+training priors: :func:`write_codes`, :func:`load_codes`,
+:func:`read_code_metadata`, :func:`model_fingerprint`.
 """
 
+from tfvqvae.data.codes import (
+    expected_metadata,
+    load_codes,
+    model_fingerprint,
+    read_code_metadata,
+    write_codes,
+)
 from tfvqvae.data.digits import load_digits
 from tfvqvae.data.files import (
     load_cifar10_folder,
@@ -33,13 +44,18 @@ from tfvqvae.data.tfds_loader import load_tfds
 __all__ = [
     "DEFAULT_DATASET",
     "ImageDataset",
+    "expected_metadata",
     "from_numpy",
     "load_cifar10_folder",
+    "load_codes",
     "load_dataset",
     "load_digits",
     "load_idx_folder",
     "load_image_folder",
     "load_npz",
     "load_tfds",
+    "model_fingerprint",
+    "read_code_metadata",
     "read_idx",
+    "write_codes",
 ]

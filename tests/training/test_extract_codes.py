@@ -1,0 +1,142 @@
+"""`tfvqvae extract-codes`: code files from a real (tiny) run folder, and the CLI."""
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from tfvqvae.data import load_codes
+from tfvqvae.data import load_digits
+from tfvqvae.data import model_fingerprint
+from tfvqvae.training import TrainConfig
+from tfvqvae.training import cli
+from tfvqvae.training import train
+from tfvqvae.training.extract_codes import extract_codes
+
+from tests.training.test_train import TINY
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("extract") / "run"
+    train(TrainConfig(**{**TINY, "epochs": 1}, out=str(out)), verbose=0)
+    return out
+
+
+def codes_of(path):
+    dataset, metadata = load_codes(path)
+    rows = list(dataset.as_numpy_iterator())
+    return np.stack([r["top"] for r in rows]), np.array([r["label"] for r in rows]), metadata
+
+
+def test_extract_codes_writes_every_split(run_dir):
+    paths = extract_codes(run_dir)
+    assert list(paths) == ["train", "test"]
+    assert paths == {s: run_dir / "codes" / f"codes-{s}.tfrecord" for s in ("train", "test")}
+
+    model = keras.saving.load_model(run_dir / "model.keras")
+    for split, size in (("train", 1500), ("test", 297)):
+        data = load_digits(split)
+        assert len(data) == size  # the whole split; max_train_examples limits training only
+        codes, labels, metadata = codes_of(paths[split])
+        np.testing.assert_array_equal(codes, model.encode(data.as_float()).numpy())
+        np.testing.assert_array_equal(labels, data.labels)
+        assert metadata["num_records"] == size
+        assert metadata["model_fingerprint"] == model_fingerprint(model)
+        assert metadata["code_shapes"] == {"top": (4, 4)}
+        assert metadata["num_embeddings"] == {"top": TINY["num_embeddings"]}
+        assert metadata["source"]["dataset"] == "digits"
+        assert metadata["source"]["split"] == split
+
+    # Refuses to overwrite, and leaves the files alone.
+    before = {s: p.read_bytes() for s, p in paths.items()}
+    with pytest.raises(FileExistsError, match="codes-train.tfrecord.*--overwrite"):
+        extract_codes(run_dir)
+    with pytest.raises(FileExistsError, match="codes-test.tfrecord"):
+        extract_codes(run_dir, splits=["test"])
+    assert {s: p.read_bytes() for s, p in paths.items()} == before
+    assert extract_codes(run_dir, overwrite=True) == paths
+    # Same model, same images: the same bytes.
+    assert {s: p.read_bytes() for s, p in paths.items()} == before
+    assert sorted(p.name for p in paths["train"].parent.iterdir()) == [
+        "codes-test.tfrecord", "codes-train.tfrecord"
+    ]
+
+
+def test_options_out_splits_model_and_image_size(run_dir, tmp_path):
+    # A copy of the run whose config asks for 16x16 images (as --image-size would).
+    run = tmp_path / "run"
+    run.mkdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    config["image_size"] = 16
+    (run / "config.json").write_text(json.dumps(config))
+    model_path = tmp_path / "elsewhere.keras"
+    shutil.copy(run_dir / "model.keras", model_path)
+
+    paths = extract_codes(run, splits="test", out=tmp_path / "out", model_path=model_path)
+    assert paths == {"test": tmp_path / "out" / "codes-test.tfrecord"}
+    _, _, metadata = codes_of(paths["test"])
+    assert metadata["code_shapes"] == {"top": (8, 8)}
+    assert metadata["source"]["image_size"] == [16, 16]
+    assert metadata["source"]["model"] == str(model_path)
+
+
+def test_cli(run_dir, tmp_path, capsys):
+    out = tmp_path / "codes"
+    assert cli.main(["extract-codes", "--run", str(run_dir), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    assert str(out / "codes-train.tfrecord") in lines[0] and "1500 records" in lines[0]
+    assert str(out / "codes-test.tfrecord") in lines[1] and "297 records" in lines[1]
+    assert "top 4x4 (K=16)" in lines[1]
+
+    assert cli.main(["extract-codes", "--run", str(run_dir), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli.main(["extract-codes", "--run", str(run_dir), "--out", str(out),
+                     "--splits", "test", "--overwrite"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1
+
+
+def test_cli_missing_inputs(tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    assert cli.main(["extract-codes", "--run", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "extract-codes" in err and str(missing) in err
+
+    run = tmp_path / "unfinished"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"dataset": "digits"}))
+    assert cli.main(["extract-codes", "--run", str(run)]) == 2
+    assert str(run / "model.keras") in capsys.readouterr().err
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["extract-codes", "--run", str(empty)]) == 2
+    assert "config.json" in capsys.readouterr().err
+    assert cli.main(["extract-codes", "--run", str(run), "--splits", " , "]) == 2
+    assert "No split" in capsys.readouterr().err
+    assert not (run / "codes").exists() and not (empty / "codes").exists()
+
+
+@pytest.mark.skipif("model" not in TrainConfig.__dataclass_fields__,
+                    reason="tfvqvae train --model vqvae2 not available yet")
+def test_extract_codes_from_vqvae2_run(tmp_path):
+    run = tmp_path / "run2"
+    train(TrainConfig(**{**TINY, "epochs": 1, "model": "vqvae2", "num_downsamples": 2,
+                         "image_size": 16}, out=str(run)), verbose=0)
+    paths = extract_codes(run, splits="test")
+    dataset, metadata = load_codes(paths["test"])
+    assert metadata["levels"] == ("top", "bottom")
+    assert metadata["code_shapes"] == {"top": (2, 2), "bottom": (4, 4)}
+    assert metadata["num_records"] == 297
+
+    model = keras.saving.load_model(run / "model.keras")
+    assert metadata["model_fingerprint"] == model_fingerprint(model)
+    images = load_digits("test").to_tf_dataset(297, image_size=16)
+    expected = model.encode_levels(next(iter(images)))
+    rows = list(dataset.as_numpy_iterator())
+    for level in ("top", "bottom"):
+        np.testing.assert_array_equal(np.stack([r[level] for r in rows]),
+                                      expected[level].numpy())

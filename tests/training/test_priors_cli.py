@@ -1,0 +1,120 @@
+"""train-prior, sample and pipeline on a tiny real run folder (digits)."""
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfvqvae.data import load_codes
+from tfvqvae.training import TrainConfig
+from tfvqvae.training import cli
+from tfvqvae.training import train
+from tfvqvae.training.extract_codes import extract_codes
+from tfvqvae.training.sample import sample_images
+from tfvqvae.training.train_prior import PriorConfig
+from tfvqvae.training.train_prior import train_prior
+
+TINY = dict(
+    dataset="digits", max_train_examples=256, epochs=1, batch_size=64, learning_rate=2e-3,
+    num_embeddings=16, embedding_dim=4, hidden_channels=16, residual_channels=8,
+    num_residual_layers=1, num_downsamples=1, grid_pairs=4,
+)
+TINY_PRIOR = dict(epochs=2, batch_size=128, hidden_channels=8, num_blocks=2, kernel_size=3)
+
+
+@pytest.fixture(scope="module")
+def run_with_codes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    train(TrainConfig(out=str(out), **TINY), verbose=0)
+    extract_codes(out)
+    return out
+
+
+def test_train_prior_reports_numpy_nll_of_test_codes(run_with_codes):
+    metrics = train_prior(
+        PriorConfig(run=str(run_with_codes), class_conditional=True, **TINY_PRIOR),
+        overwrite=True, verbose=0,
+    )
+    folder = run_with_codes / "prior-top"
+    assert json.loads((folder / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert metrics["code_shape"] == [4, 4] and metrics["num_embeddings"] == 16
+    assert metrics["uniform_bits_per_dim"] == pytest.approx(4.0)
+
+    # Independent check: NumPy log-softmax of the saved prior's logits on the test codes.
+    prior = keras.saving.load_model(folder / "model.keras")
+    assert prior.num_classes == 10
+    dataset, _ = load_codes(run_with_codes / "codes" / "codes-test.tfrecord")
+    records = list(dataset.batch(1000).as_numpy_iterator())[0]
+    logits = prior({"codes": records["top"], "labels": records["label"]}).numpy()
+    logits = logits.astype(np.float64)
+    log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    picked = np.take_along_axis(logits, records["top"][..., None], -1)[..., 0]
+    nll = float(np.mean(log_z - picked))
+    assert metrics["test"]["nll_nats"] == pytest.approx(nll, rel=1e-5)
+    assert metrics["test"]["bits_per_dim"] == pytest.approx(nll / np.log(2), rel=1e-5)
+    assert metrics["test"]["bits_per_dim"] < metrics["uniform_bits_per_dim"]
+
+
+def test_sample_is_reproducible_and_validates_class(run_with_codes, tmp_path):
+    train_prior(PriorConfig(run=str(run_with_codes), class_conditional=True, **TINY_PRIOR),
+                overwrite=True, verbose=0)
+    images, codes, png = sample_images(run_with_codes, num_samples=6, seed=3,
+                                       out=tmp_path / "a.png")
+    again, codes_again, _ = sample_images(run_with_codes, num_samples=6, seed=3,
+                                          out=tmp_path / "b.png")
+    other, codes_other, _ = sample_images(run_with_codes, num_samples=6, seed=4,
+                                          out=tmp_path / "c.png")
+    np.testing.assert_array_equal(codes["top"], codes_again["top"])
+    np.testing.assert_array_equal(images, again)
+    assert not np.array_equal(codes["top"], codes_other["top"])
+    assert images.shape == (6, 8, 8, 1) and codes["top"].shape == (6, 4, 4)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    # The images are the decoder's output for the sampled codes.
+    model = keras.saving.load_model(run_with_codes / "model.keras")
+    np.testing.assert_allclose(
+        images, np.clip(model.decode(codes["top"]).numpy(), 0, 1), atol=1e-6
+    )
+    assert tf.io.decode_png(png.read_bytes()).shape == (34, 1 + 6 * 33, 1)
+    with pytest.raises(ValueError, match=r"\[0, 10\).*12"):
+        sample_images(run_with_codes, num_samples=2, class_label=12, out=tmp_path / "d.png")
+
+
+def test_missing_stages_are_named(tmp_path, run_with_codes):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="tfvqvae train"):
+        train_prior(PriorConfig(run=str(empty)))
+    no_codes = tmp_path / "no_codes"
+    no_codes.mkdir()
+    shutil.copy(run_with_codes / "model.keras", no_codes / "model.keras")
+    with pytest.raises(FileNotFoundError, match="extract-codes"):
+        train_prior(PriorConfig(run=str(no_codes)))
+    with pytest.raises(FileNotFoundError, match="train-prior"):
+        sample_images(no_codes)
+    with pytest.raises(ValueError, match="no 'bottom' level"):
+        train_prior(PriorConfig(run=str(run_with_codes), level="bottom", **TINY_PRIOR),
+                    overwrite=True)
+
+
+def test_codes_from_another_model_are_refused(tmp_path, run_with_codes):
+    other = tmp_path / "other"
+    train(TrainConfig(out=str(other), **{**TINY, "seed": 1}), verbose=0)
+    shutil.copytree(run_with_codes / "codes", other / "codes")
+    with pytest.raises(ValueError, match="model_fingerprint"):
+        train_prior(PriorConfig(run=str(other), **TINY_PRIOR))
+
+
+def test_pipeline_command_end_to_end(tmp_path):
+    out = tmp_path / "pipe"
+    argv = ["pipeline", "--out", str(out), "--dataset", "digits", "--max-train-examples", "256",
+            "--epochs", "1", "--num-embeddings", "16", "--embedding-dim", "4",
+            "--hidden-channels", "16", "--residual-channels", "8", "--num-residual-layers", "1",
+            "--num-downsamples", "1", "--prior-epochs", "1", "--num-samples", "4"]
+    assert cli.main(argv) == 0
+    for name in ("model.keras", "metrics.json", "reconstructions.png", "samples-seed0.png",
+                 "codes/codes-train.tfrecord", "prior-top/model.keras", "prior-top/metrics.json"):
+        assert (out / name).is_file(), name
+    assert cli.main(argv) == 2  # the folder exists now: refused without --overwrite

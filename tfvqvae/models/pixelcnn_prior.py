@@ -1,0 +1,346 @@
+"""Gated PixelCNN prior over VQ-VAE code maps.
+
+p(z) = Π_{i,j} p(z_ij | z_<ij [, class] [, top codes]) over an (H, W) map of
+codes in [0, K), raster order. Codes are categories: each position gets a
+K-way softmax, trained by cross-entropy. Reported per code:
+
+    nll           = −(1 / (B·H·W)) Σ log p(z_ij | ·)        (nats)
+    bits_per_dim  = nll / ln 2
+
+Architecture: Embedding(K, p) → ``num_blocks`` `GatedBlock`s (the first with
+mask A) → Σ skips → ReLU → Dense(p) → ReLU → Dense(K) logits.
+
+Conditioning: ``num_classes`` adds a class label (global); the bottom prior
+of VQ-VAE-2 sets ``condition_num_embeddings`` / ``condition_shape`` and is
+given the top code map, embedded, upsampled to (H, W) by repetition and
+passed through a 3x3 convolution, then projected into every block.
+
+Sampling (``sample``) draws codes with the Gumbel-max trick from noise fixed
+by ``seed``: the naive sampler (a full forward pass per position) and the
+cached one (Ramachandran et al. 2017) therefore give identical maps.
+
+Reference: van den Oord et al., "Conditional Image Generation with PixelCNN
+Decoders", NeurIPS 2016, https://arxiv.org/abs/1606.05328
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from tfvqvae.layers.gated_block import GatedBlock
+
+
+def _positive_int(name, value, allow_none=False):
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return value
+
+
+def _shape2(name, value, allow_none=False):
+    if allow_none and value is None:
+        return None
+    try:
+        value = tuple(int(v) for v in value)
+    except TypeError:
+        value = None
+    if value is None or len(value) != 2 or min(value) < 1:
+        raise ValueError(f"`{name}` must be (height, width). Received: {name}={value!r}")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="tfvqvae")
+class PixelCNNPrior(keras.Model):
+    """Autoregressive prior over code maps, trained with ``model.fit``.
+
+    ``fit`` takes dicts ``{"codes": int (B, H, W)[, "labels": int (B,)]
+    [, "condition": int (B, h, w)]}`` (a ``y`` is ignored) and reports
+    ``loss`` (= ``nll``, nats per code) and ``bits_per_dim``.
+    ``model(inputs)`` returns logits (B, H, W, K).
+
+    Args:
+        num_embeddings: K, codes take values in [0, K).
+        code_shape: (H, W) of the code maps.
+        hidden_channels: p, channels of the stacks. Defaults to 64.
+        num_blocks: gated blocks. Defaults to 6.
+        kernel_size: odd size of the masked convolutions. Defaults to 5.
+        num_classes: number of class labels for global conditioning, or
+            None. Defaults to None.
+        condition_num_embeddings: K of the conditioning code map (the top
+            codes for a bottom prior), or None. Defaults to None.
+        condition_shape: (h, w) of the conditioning map; H and W must be
+            multiples of it. Defaults to None.
+        condition_channels: channels of the conditioning features. Defaults
+            to 32.
+        **kwargs: base `keras.Model` arguments.
+    """
+
+    def __init__(
+        self,
+        num_embeddings,
+        code_shape,
+        hidden_channels=64,
+        num_blocks=6,
+        kernel_size=5,
+        num_classes=None,
+        condition_num_embeddings=None,
+        condition_shape=None,
+        condition_channels=32,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
+        self.code_shape = _shape2("code_shape", code_shape)
+        self.hidden_channels = _positive_int("hidden_channels", hidden_channels)
+        self.num_blocks = _positive_int("num_blocks", num_blocks)
+        if _positive_int("kernel_size", kernel_size) % 2 == 0:
+            raise ValueError(f"`kernel_size` must be odd. Received: kernel_size={kernel_size}")
+        self.kernel_size = kernel_size
+        self.num_classes = _positive_int("num_classes", num_classes, allow_none=True)
+        self.condition_num_embeddings = _positive_int(
+            "condition_num_embeddings", condition_num_embeddings, allow_none=True
+        )
+        self.condition_shape = _shape2("condition_shape", condition_shape, allow_none=True)
+        if (self.condition_num_embeddings is None) != (self.condition_shape is None):
+            raise ValueError(
+                "`condition_num_embeddings` and `condition_shape` go together. Received: "
+                f"condition_num_embeddings={condition_num_embeddings!r}, "
+                f"condition_shape={condition_shape!r}"
+            )
+        if self.condition_shape is not None and (
+            self.code_shape[0] % self.condition_shape[0]
+            or self.code_shape[1] % self.condition_shape[1]
+        ):
+            raise ValueError(
+                f"code_shape {self.code_shape} must be a multiple of condition_shape "
+                f"{self.condition_shape}"
+            )
+        self.condition_channels = _positive_int("condition_channels", condition_channels)
+        conditioned = self.condition_shape is not None
+
+        p = self.hidden_channels
+        self.embedding = keras.layers.Embedding(self.num_embeddings, p, name="code_embedding")
+        if conditioned:
+            self.condition_embedding = keras.layers.Embedding(
+                self.condition_num_embeddings, self.condition_channels,
+                name="condition_embedding",
+            )
+            self.condition_conv = keras.layers.Conv2D(
+                self.condition_channels, 3, padding="same", activation="relu",
+                name="condition_conv",
+            )
+        self.blocks = [
+            GatedBlock(
+                p, kernel_size, first=i == 0, last=i == self.num_blocks - 1,
+                num_classes=self.num_classes,
+                condition_channels=self.condition_channels if conditioned else None,
+                name=f"gated_block{i}",
+            )
+            for i in range(self.num_blocks)
+        ]
+        self.head_hidden = keras.layers.Dense(p, activation="relu", name="head_hidden")
+        self.head_logits = keras.layers.Dense(self.num_embeddings, name="head_logits")
+
+        self.embedding.build((None,))
+        if conditioned:
+            self.condition_embedding.build((None,))
+            self.condition_conv.build((None, None, None, self.condition_channels))
+        for block in self.blocks:
+            block.build((None, None, None, p))
+        self.head_hidden.build((None, p))
+        self.head_logits.build((None, p))
+        self._nll = keras.metrics.Mean(name="nll")
+        self._bits = keras.metrics.Mean(name="bits_per_dim")
+        self.built = True
+
+    # ------------------------------------------------------------ inputs
+    @property
+    def is_conditioned(self):
+        return self.condition_shape is not None
+
+    def check_inputs(self, codes=None, labels=None, condition=None, batch_size=None):
+        """Validates prior inputs; returns (codes, labels, condition) as tensors.
+
+        Shapes are checked always, value ranges when executing eagerly.
+        """
+        if codes is not None:
+            codes = self._check_map("codes", codes, self.code_shape, self.num_embeddings)
+            batch_size = codes.shape[0]
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError("This prior has no class conditioning (num_classes=None); "
+                                 "do not pass labels.")
+        else:
+            if labels is None:
+                raise ValueError(
+                    f"This prior is class-conditional (num_classes={self.num_classes}): "
+                    "pass labels."
+                )
+            labels = self._check_integer("labels", labels)
+            if labels.shape.rank != 1:
+                raise ValueError(f"labels must have shape (batch,). Received: shape={tuple(labels.shape)}")
+            self._check_range("labels", labels, self.num_classes)
+        if self.is_conditioned:
+            if condition is None:
+                raise ValueError(
+                    "This prior is conditioned on a code map of shape "
+                    f"{self.condition_shape} (the top codes): pass condition."
+                )
+            condition = self._check_map(
+                "condition", condition, self.condition_shape, self.condition_num_embeddings
+            )
+        elif condition is not None:
+            raise ValueError("This prior has no spatial conditioning; do not pass condition.")
+        return codes, labels, condition
+
+    @staticmethod
+    def _check_integer(name, value):
+        value = tf.convert_to_tensor(value)
+        if not value.dtype.is_integer:
+            raise TypeError(f"{name} must be integers. Received: dtype={value.dtype.name}")
+        return tf.cast(value, tf.int32)
+
+    @staticmethod
+    def _check_range(name, value, limit):
+        if tf.executing_eagerly() and tf.size(value) > 0:
+            low, high = int(tf.reduce_min(value)), int(tf.reduce_max(value))
+            if low < 0 or high >= limit:
+                raise ValueError(
+                    f"{name} must lie in [0, {limit}). Received: values in [{low}, {high}]"
+                )
+
+    def _check_map(self, name, value, shape, limit):
+        value = self._check_integer(name, value)
+        if value.shape.rank != 3 or tuple(value.shape[1:]) != tuple(shape):
+            raise ValueError(
+                f"{name} must have shape (batch, {shape[0]}, {shape[1]}). "
+                f"Received: shape={tuple(value.shape)}"
+            )
+        self._check_range(name, value, limit)
+        return value
+
+    @staticmethod
+    def _unpack(inputs):
+        if isinstance(inputs, dict):
+            return inputs.get("codes"), inputs.get("labels"), inputs.get("condition")
+        return inputs, None, None
+
+    # ----------------------------------------------------------- forward
+    def condition_features(self, condition):
+        """(B, H, W, condition_channels) features of the conditioning code map."""
+        x = self.condition_embedding(condition)
+        fh = self.code_shape[0] // self.condition_shape[0]
+        fw = self.code_shape[1] // self.condition_shape[1]
+        x = tf.repeat(tf.repeat(x, fh, axis=1), fw, axis=2)
+        return self.condition_conv(x)
+
+    def head(self, skip):
+        """Logits from the summed skip connections (any leading shape)."""
+        return self.head_logits(self.head_hidden(tf.nn.relu(skip)))
+
+    def call(self, inputs, training=False):
+        codes, labels, condition = self.check_inputs(*self._unpack(inputs))
+        features = self.condition_features(condition) if self.is_conditioned else None
+        x = self.embedding(codes)
+        v, h, skip = x, x, 0.0
+        for block in self.blocks:
+            v, h, s = block(v, h, labels=labels, condition=features)
+            skip = skip + s
+        return tf.cast(self.head(skip), tf.float32)
+
+    # ---------------------------------------------------------- training
+    def _objective(self, data, training):
+        inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        codes = self._unpack(inputs)[0]
+        logits = self(inputs, training=training)
+        nll = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.cast(codes, tf.int32), logits=logits
+            )
+        )
+        return nll, tf.shape(codes)[0]
+
+    def _update_metrics(self, nll, batch_size):
+        weight = tf.cast(batch_size, tf.float32)
+        self._nll.update_state(nll, sample_weight=weight)
+        self._bits.update_state(nll / math.log(2.0), sample_weight=weight)
+        results = self.get_metrics_result()
+        results["loss"] = results["nll"]
+        return results
+
+    def train_step(self, data):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            nll, batch_size = self._objective(data, training=True)
+            scaled = self.optimizer.scale_loss(nll / replicas)
+        gradients = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        return self._update_metrics(nll, batch_size)
+
+    def test_step(self, data):
+        return self._update_metrics(*self._objective(data, training=False))
+
+    @property
+    def metrics(self):
+        return [self._nll, self._bits]
+
+    # ---------------------------------------------------------- sampling
+    def sample(
+        self,
+        num_samples=None,
+        labels=None,
+        condition=None,
+        temperature=1.0,
+        seed=0,
+        method="cached",
+    ):
+        """Draws code maps, int32 (B, H, W).
+
+        Args:
+            num_samples: B; may be omitted when labels or condition give it.
+            labels: int (B,) classes for a class-conditional prior.
+            condition: int (B, h, w) top codes for a conditioned prior.
+            temperature: > 0; logits are divided by it. Defaults to 1.0.
+            seed: int; the same seed gives the same maps. Defaults to 0.
+            method: "cached" (fast) or "naive" (a full forward pass per
+                position; the reference). Defaults to "cached".
+        """
+        from tfvqvae.models import sampling
+
+        if method not in ("cached", "naive"):
+            raise ValueError(f"`method` must be 'cached' or 'naive'. Received: method={method!r}")
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be positive. Received: temperature={temperature!r}")
+        _, labels, condition = self.check_inputs(labels=labels, condition=condition)
+        sizes = {t.shape[0] for t in (labels, condition) if t is not None}
+        if num_samples is not None:
+            sizes.add(_positive_int("num_samples", num_samples))
+        if len(sizes) != 1:
+            raise ValueError(
+                "Give the number of samples (num_samples, or labels / condition of one "
+                f"batch size). Received batch sizes: {sorted(sizes)}"
+            )
+        return sampling.sample(
+            self, method, sizes.pop(), labels, condition, float(temperature), int(seed)
+        )
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "num_embeddings": self.num_embeddings,
+            "code_shape": list(self.code_shape),
+            "hidden_channels": self.hidden_channels,
+            "num_blocks": self.num_blocks,
+            "kernel_size": self.kernel_size,
+            "num_classes": self.num_classes,
+            "condition_num_embeddings": self.condition_num_embeddings,
+            "condition_shape": None if self.condition_shape is None else list(self.condition_shape),
+            "condition_channels": self.condition_channels,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+

@@ -1,0 +1,181 @@
+"""Encode a dataset with a trained model: the library behind ``tfvqvae extract-codes``.
+
+Algorithm 2 of VQ-VAE-2, lines 1-7: every image of each split goes through
+the trained encoder once, and the code maps land in code files that the priors
+train on::
+
+    RUN_DIR/model.keras + RUN_DIR/config.json  ->  RUN_DIR/codes/codes-train.tfrecord
+                                                   RUN_DIR/codes/codes-test.tfrecord
+
+The dataset, its data folder and the image size default to those the run was
+trained with (``config.json``). The whole split is encoded: ``max_train_examples``
+limits training only. File format: `tfvqvae.data.codes`.
+"""
+
+import json
+from pathlib import Path
+
+import keras
+
+from tfvqvae import atomic  # importing tfvqvae registers the models for load_model
+from tfvqvae.data import load_dataset
+from tfvqvae.data import read_code_metadata
+from tfvqvae.data import write_codes
+
+DEFAULT_SPLITS = ("train", "test")
+
+
+def code_file_name(split):
+    """The file name of a split's codes: ``codes-<split>.tfrecord``."""
+    return f"codes-{split}.tfrecord"
+
+
+def _split_names(splits):
+    if isinstance(splits, str):
+        splits = splits.split(",")
+    names = []
+    for split in splits:
+        split = str(split).strip()
+        if split and split not in names:
+            names.append(split)
+    if not names:
+        raise ValueError(
+            f"No split to extract: pass e.g. --splits train,test. Received: {splits!r}"
+        )
+    for split in names:
+        # NB: a split name becomes part of a file name.
+        if "/" in split or "\\" in split or split.startswith("."):
+            raise ValueError(f"Split names cannot hold path separators. Received: {split!r}")
+    return names
+
+
+def extract_codes(
+    run_dir,
+    splits=DEFAULT_SPLITS,
+    out=None,
+    overwrite=False,
+    model_path=None,
+    dataset=None,
+    data_dir=None,
+    batch_size=256,
+):
+    """Writes ``OUT/codes-<split>.tfrecord`` for each split.
+
+    Args:
+        run_dir: a ``tfvqvae train`` output folder.
+        splits: split names, a sequence or a comma-separated string.
+            Defaults to ``("train", "test")``.
+        out: output folder. Defaults to ``run_dir/codes``.
+        overwrite: replace existing code files; without it an existing file
+            is an error and nothing is written.
+        model_path: the model to encode with. Defaults to
+            ``run_dir/model.keras``.
+        dataset: dataset name. Defaults to the run's ``config.json``.
+        data_dir: data folder. Defaults to the run's ``config.json``.
+            (The image size always comes from ``config.json``: the size the
+            model was trained at.)
+        batch_size: images per encoding step. Defaults to 256.
+
+    Returns:
+        ``{split: Path}`` of the files written, in the order of ``splits``.
+
+    Raises:
+        FileNotFoundError: if the run folder, the model or (when no dataset
+            is given) ``config.json`` is missing.
+        FileExistsError: if a code file exists and ``overwrite`` is false.
+        ValueError: on an empty or bad split list, or a file the model
+            cannot encode.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"Run folder not found: {run_dir}")
+    splits = _split_names(splits)
+    config_path = run_dir / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else None
+    if dataset is None:
+        if config is None:
+            raise FileNotFoundError(
+                f"{config_path} not found: pass --dataset to say what to encode."
+            )
+        dataset = config.get("dataset")
+    if data_dir is None and config is not None:
+        data_dir = config.get("data_dir")
+    image_size = config.get("image_size") if config is not None else None
+    model_path = Path(model_path) if model_path is not None else run_dir / "model.keras"
+    if not model_path.is_file():
+        raise FileNotFoundError(
+            f"Model not found: {model_path} (train the run to the end, or pass --model)"
+        )
+
+    out = Path(out) if out is not None else run_dir / "codes"
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"Output path exists and is not a folder: {out}")
+    paths = {split: out / code_file_name(split) for split in splits}
+    existing = [str(path) for path in paths.values() if path.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"Code file(s) exist: {', '.join(existing)}; pass --overwrite to replace them."
+        )
+
+    model = keras.saving.load_model(model_path, compile=False)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in paths.values():
+        # A killed extraction leaves its temporary file; clear ours only.
+        for leftover in out.glob(f"{atomic.TEMP_MARKER}*-{path.name}"):
+            leftover.unlink()
+    for split, path in paths.items():
+        data = load_dataset(dataset, split, data_dir=data_dir)
+        write_codes(
+            path,
+            model,
+            data,
+            batch_size=batch_size,
+            image_size=image_size,
+            source={
+                "dataset": dataset,
+                "split": split,
+                "data_dir": None if data_dir is None else str(data_dir),
+                "model": str(model_path),
+            },
+        )
+    return paths
+
+
+def add_arguments(parser):
+    """Adds the ``tfvqvae extract-codes`` options to an argparse parser."""
+    parser.add_argument("--run", required=True,
+                        help="the training run folder (tfvqvae train --out)")
+    parser.add_argument("--model", help="model file to encode with (default RUN/model.keras)")
+    parser.add_argument("--dataset", help="dataset to encode (default: the run's config.json)")
+    parser.add_argument("--data-dir", help="data folder (default: the run's config.json)")
+    parser.add_argument("--splits", default=",".join(DEFAULT_SPLITS),
+                        help="comma-separated splits (default %(default)s)")
+    parser.add_argument("--out", help="output folder (default RUN/codes)")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="images per encoding step (default %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing code files")
+
+
+def main(args):
+    """Entry point of ``tfvqvae extract-codes`` (``args`` from `add_arguments`)."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be positive. Received: {args.batch_size}")
+    paths = extract_codes(
+        args.run,
+        splits=args.splits,
+        out=args.out,
+        overwrite=args.overwrite,
+        model_path=args.model,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        batch_size=args.batch_size,
+    )
+    for split, path in paths.items():
+        metadata = read_code_metadata(path)
+        levels = ", ".join(
+            f"{level} {h}x{w} (K={metadata['num_embeddings'][level]})"
+            for level in metadata["levels"]
+            for h, w in [metadata["code_shapes"][level]]
+        )
+        print(f"{split}: wrote {path}: {metadata['num_records']} records, levels {levels}")
+    return 0

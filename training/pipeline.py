@@ -1,0 +1,92 @@
+"""The whole of Algorithms 1 and 2 in one command: ``tfvqvae pipeline``.
+
+    train the VQ-VAE → extract codes → train a prior per level → sample images
+
+Each stage is the library function behind its own subcommand (`train`,
+`extract_codes`, `train_prior`, `sample_images`), run in order on one run
+folder; the README's quick start is ``tfvqvae pipeline --preset quickstart``.
+"""
+
+import time
+
+from tfvqvae.training.extract_codes import extract_codes
+from tfvqvae.training.sample import sample_images
+from tfvqvae.training.train import add_arguments as add_train_arguments
+from tfvqvae.training.train import config_from_args
+from tfvqvae.training.train import train
+from tfvqvae.training.train_prior import PriorConfig
+from tfvqvae.training.train_prior import train_prior
+
+# Prior settings per preset of `tfvqvae train`; a preset without an entry
+# uses PriorConfig's defaults.
+PRIOR_PRESETS = {
+    "quickstart": dict(
+        epochs=20, batch_size=64, learning_rate=2e-3, hidden_channels=32,
+        num_blocks=4, kernel_size=3, class_conditional=True,
+    ),
+    "mnist": dict(
+        epochs=5, batch_size=128, learning_rate=1e-3, hidden_channels=32,
+        num_blocks=4, kernel_size=3, class_conditional=True,
+    ),
+}
+
+
+def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=False,
+                 verbose="auto"):
+    """Runs every stage on ``config.out``; returns a summary dict.
+
+    Args:
+        config: the `TrainConfig` of the VQ-VAE.
+        prior_options: `PriorConfig` fields (except ``run`` and ``level``)
+            shared by the priors of every level.
+        num_samples: images in the samples grid.
+        seed: sampling seed.
+        overwrite: start the run folder afresh.
+        verbose: Keras verbosity of the training stages.
+    """
+    start = time.perf_counter()
+    summary = {"vqvae": train(config, overwrite=overwrite, verbose=verbose)["test"]}
+    paths = extract_codes(config.out, overwrite=True)
+    summary["codes"] = {split: str(path) for split, path in paths.items()}
+    levels = ("top", "bottom") if getattr(config, "model", "vqvae") == "vqvae2" else ("top",)
+    for level in levels:
+        prior_config = PriorConfig(
+            run=config.out, level=level, seed=config.seed, **(prior_options or {})
+        )
+        summary[f"prior_{level}"] = train_prior(
+            prior_config, overwrite=True, verbose=verbose
+        )["test"]
+    _, _, png = sample_images(config.out, num_samples=num_samples, seed=seed)
+    summary["samples"] = str(png)
+    summary["wall_time_s"] = round(time.perf_counter() - start, 1)
+    return summary
+
+
+def add_arguments(parser):
+    """``tfvqvae pipeline`` takes every ``tfvqvae train`` option plus sampling ones."""
+    add_train_arguments(parser)
+    parser.add_argument("--prior-epochs", type=int, help="epochs of each prior")
+    parser.add_argument("--num-samples", type=int, default=16)
+    parser.add_argument("--sample-seed", type=int, default=0)
+
+
+def main(args):
+    """Entry point of ``tfvqvae pipeline``."""
+    if args.resume:
+        raise ValueError("pipeline always starts afresh; resume single stages instead "
+                         "(tfvqvae train / train-prior --resume).")
+    config = config_from_args(args)
+    prior_options = dict(PRIOR_PRESETS.get(args.preset, {}))
+    if args.prior_epochs is not None:
+        prior_options["epochs"] = args.prior_epochs
+    summary = run_pipeline(config, prior_options, args.num_samples, args.sample_seed,
+                           overwrite=args.overwrite)
+    vq = summary["vqvae"]
+    print(f"VQ-VAE test mse {vq['mse']:.5f}, psnr {vq['psnr_db']:.2f} dB")
+    for key, value in summary.items():
+        if key.startswith("prior_"):
+            print(f"{key[6:]} prior: test {value['bits_per_dim']:.3f} bits/dim")
+    print(f"wrote {config.out}/ (model.keras, reconstructions.png, codes/, prior-*/, "
+          f"{summary['samples']}) in {summary['wall_time_s']} s")
+    return 0
+

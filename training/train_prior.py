@@ -1,0 +1,220 @@
+"""Train a PixelCNN prior on extracted codes: the library behind ``tfvqvae train-prior``.
+
+Algorithm 2 of VQ-VAE-2, lines 8-9: the top prior models p(top codes
+[| class]); the bottom prior models p(bottom codes | top codes [, class]).
+A one-level VQVAE has only the top prior. Inputs and outputs::
+
+    RUN_DIR/model.keras, RUN_DIR/codes/codes-{train,test}.tfrecord
+        -> RUN_DIR/prior-<level>/model.keras, checkpoints/, history.csv,
+           metrics.json (test nll in nats and bits per code), config.json
+"""
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+import tfvqvae
+from tfvqvae import atomic
+from tfvqvae.data import expected_metadata
+from tfvqvae.data import load_codes
+from tfvqvae.training.checkpoints import EpochCheckpoint
+from tfvqvae.training.checkpoints import latest_checkpoint
+from tfvqvae.training.extract_codes import code_file_name
+from tfvqvae.training.train import _prepare_output
+
+
+@dataclasses.dataclass
+class PriorConfig:
+    """Everything ``tfvqvae train-prior`` needs; saved as ``config.json``."""
+
+    run: str = "runs/quickstart"
+    level: str = "top"
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    hidden_channels: int = 64
+    num_blocks: int = 6
+    kernel_size: int = 5
+    class_conditional: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.level not in ("top", "bottom"):
+            raise ValueError(f"level must be 'top' or 'bottom'. Received: level={self.level!r}")
+        for name in ("epochs", "batch_size", "hidden_channels", "num_blocks", "kernel_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+
+
+def prior_dir(run, level):
+    """Where the prior of ``level`` lives: ``RUN/prior-<level>``."""
+    return Path(run) / f"prior-{level}"
+
+
+def load_vqvae(run):
+    """The trained VQ-VAE of a run folder (``RUN/model.keras``)."""
+    path = Path(run) / "model.keras"
+    if not path.is_file():
+        raise FileNotFoundError(f"No trained model at {path}: run `tfvqvae train --out {run}` first.")
+    return keras.saving.load_model(path)
+
+
+def _open_codes(run, split, model):
+    path = Path(run) / "codes" / code_file_name(split)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No code file at {path}: run `tfvqvae extract-codes --run {run}` first."
+        )
+    return load_codes(path, expect=expected_metadata(model))
+
+
+def build_prior(config, metadata):
+    """The `PixelCNNPrior` for ``config.level`` of a code file's ``metadata``."""
+    level = config.level
+    if level not in metadata["levels"]:
+        raise ValueError(
+            f"The codes have levels {list(metadata['levels'])}; there is no {level!r} level "
+            "(a one-level VQVAE has only 'top')."
+        )
+    num_classes = None
+    if config.class_conditional:
+        num_classes = metadata["num_classes"]
+        if not num_classes:
+            raise ValueError("--class-conditional needs labelled codes; these have no classes.")
+    condition = {}
+    if level == "bottom":
+        condition = dict(
+            condition_num_embeddings=metadata["num_embeddings"]["top"],
+            condition_shape=metadata["code_shapes"]["top"],
+        )
+    return tfvqvae.PixelCNNPrior(
+        num_embeddings=metadata["num_embeddings"][level],
+        code_shape=metadata["code_shapes"][level],
+        hidden_channels=config.hidden_channels,
+        num_blocks=config.num_blocks,
+        kernel_size=config.kernel_size,
+        num_classes=num_classes,
+        **condition,
+    )
+
+
+def prior_inputs(record, level, class_conditional):
+    """A code-file record -> the prior's input dict."""
+    inputs = {"codes": record[level]}
+    if class_conditional:
+        inputs["labels"] = record["label"]
+    if level == "bottom":
+        inputs["condition"] = record["top"]
+    return inputs
+
+
+def _pipeline(dataset, config, shuffle):
+    dataset = dataset.map(
+        lambda r: prior_inputs(r, config.level, config.class_conditional),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    if shuffle:
+        dataset = dataset.shuffle(10_000, seed=config.seed, reshuffle_each_iteration=True)
+    return dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="auto"):
+    """Trains (or resumes) the prior of one level; returns its metrics dict."""
+    start = time.perf_counter()
+    model = load_vqvae(config.run)
+    train_codes, metadata = _open_codes(config.run, "train", model)
+    test_codes, _ = _open_codes(config.run, "test", model)
+    out = _prepare_output(prior_dir(config.run, config.level), resume, overwrite)
+    saved = out / "config.json"
+    if resume and saved.is_file():
+        config = dataclasses.replace(
+            PriorConfig(**json.loads(saved.read_text())), epochs=config.epochs
+        )
+    atomic.write_json(saved, dataclasses.asdict(config))
+    keras.utils.set_random_seed(config.seed)
+
+    found = latest_checkpoint(out / "checkpoints") if resume else None
+    if found is not None:
+        initial_epoch, path = found
+        prior = keras.saving.load_model(path)
+    else:
+        initial_epoch = 0
+        prior = build_prior(config, metadata)
+        prior.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+
+    train_ds = _pipeline(train_codes, config, shuffle=True)
+    test_ds = _pipeline(test_codes, config, shuffle=False)
+    if initial_epoch < config.epochs:
+        prior.fit(
+            train_ds,
+            validation_data=test_ds,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[
+                EpochCheckpoint(out / "checkpoints"),
+                keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
+                *callbacks,
+            ],
+            shuffle=False,
+            verbose=verbose,
+        )
+    test = prior.evaluate(test_ds, return_dict=True, verbose=0)
+    if not math.isfinite(test["nll"]):
+        raise FloatingPointError(f"Prior training diverged: test metrics {test}")
+    metrics = {
+        "level": config.level,
+        "epochs": config.epochs,
+        "code_shape": list(prior.code_shape),
+        "num_embeddings": prior.num_embeddings,
+        "test": {"nll_nats": test["nll"], "bits_per_dim": test["bits_per_dim"]},
+        "uniform_bits_per_dim": math.log2(prior.num_embeddings),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    with atomic.atomic_path(out / "model.keras") as temp:
+        prior.save(temp)
+    atomic.write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def add_arguments(parser):
+    """Adds the ``tfvqvae train-prior`` options to an argparse parser."""
+    defaults = PriorConfig()
+    parser.add_argument("--run", required=True, help="run folder of `tfvqvae train` (with codes/)")
+    parser.add_argument("--level", choices=["top", "bottom"], default="top")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--hidden-channels", type=int, default=defaults.hidden_channels)
+    parser.add_argument("--num-blocks", type=int, default=defaults.num_blocks)
+    parser.add_argument("--kernel-size", type=int, default=defaults.kernel_size)
+    parser.add_argument("--class-conditional", action="store_true",
+                        help="condition the prior on the dataset's class labels")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--overwrite", action="store_true")
+
+
+def config_from_args(args):
+    fields = {f.name for f in dataclasses.fields(PriorConfig)}
+    return PriorConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def main(args):
+    """Entry point of ``tfvqvae train-prior``."""
+    config = config_from_args(args)
+    metrics = train_prior(config, resume=args.resume, overwrite=args.overwrite)
+    test = metrics["test"]
+    print(
+        f"{config.level} prior: test nll {test['nll_nats']:.4f} nats, "
+        f"{test['bits_per_dim']:.4f} bits/dim (uniform: {metrics['uniform_bits_per_dim']:.2f}) "
+        f"({metrics['wall_time_s']} s)"
+    )
+    print(f"wrote {prior_dir(config.run, config.level) / 'model.keras'}")
+    return 0
+
