@@ -65,7 +65,7 @@ def build_model(config, data_variance=1.0, image_channels=1):
     if config.model == "vqvae2":
         return tfvqvae.VQVAE2(
             top_quantizer=quantizer_class(**options),
-            bottom_quantizer=quantizer_class(**options),
+            bottom_quantizer=quantizer_class(**{**options, "seed": config.seed + 1}),
             **sizes,
         )
     return tfvqvae.VQVAE(

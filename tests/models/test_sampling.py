@@ -237,6 +237,7 @@ def test_sample_argument_errors():
     reason="sampling._COMPILED is a WeakKeyDictionary whose values (the traced "
     "tf.functions) close over the prior, i.e. strongly reference their own key: a prior "
     "that has sampled once is never freed (the comment says the cache 'dies with the prior')",
+    raises=AssertionError,
 )
 def test_sampler_cache_dies_with_the_prior():
     # Control: a prior that never sampled is collected.

@@ -118,3 +118,28 @@ def test_pipeline_command_end_to_end(tmp_path):
                  "codes/codes-train.tfrecord", "prior-top/model.keras", "prior-top/metrics.json"):
         assert (out / name).is_file(), name
     assert cli.main(argv) == 2  # the folder exists now: refused without --overwrite
+
+
+def test_pipeline_vqvae2_samples_bottom_given_top(tmp_path):
+    """Two levels: the bottom prior is conditioned on the sampled top codes."""
+    from tfvqvae.training.pipeline import run_pipeline
+    from tfvqvae.training.sample import load_priors
+    from tfvqvae.training.sample import sample_codes
+
+    config = TrainConfig(out=str(tmp_path / "v2"), **{**TINY, "model": "vqvae2",
+                                                       "num_downsamples": 2, "image_size": 16})
+    summary = run_pipeline(config, {**TINY_PRIOR, "epochs": 1}, num_samples=3, verbose=0)
+    assert set(summary) >= {"vqvae", "prior_top", "prior_bottom", "samples"}
+    model = keras.saving.load_model(tmp_path / "v2" / "model.keras")
+    priors = load_priors(tmp_path / "v2", model)
+    assert priors["bottom"].is_conditioned and not priors["top"].is_conditioned
+    assert priors["bottom"].condition_shape == (2, 2) and priors["bottom"].code_shape == (4, 4)
+    codes = sample_codes(priors, 3, seed=5)
+    # Same top codes, same seed: the bottom prior's own draw reproduces it.
+    bottom = priors["bottom"].sample(3, condition=codes["top"], seed=5 + 1000).numpy()
+    np.testing.assert_array_equal(codes["bottom"].numpy(), bottom)
+    # The trained bottom prior reads the top map: other top codes, other logits.
+    shifted = (codes["top"].numpy() + 1) % 16
+    logits = priors["bottom"]({"codes": bottom, "condition": codes["top"]}).numpy()
+    other = priors["bottom"]({"codes": bottom, "condition": shifted}).numpy()
+    assert np.abs(logits - other).max() > 1e-4

@@ -131,9 +131,9 @@ class _LevelCodebookUsage(CodebookUsage):
         return {**super().get_config(), "level": self.level}
 
 
-def _quantizer(name, value):
+def _quantizer(name, value, seed):
     if value is None:
-        value = VectorQuantizerEMA(num_embeddings=512, embedding_dim=64)
+        value = VectorQuantizerEMA(num_embeddings=512, embedding_dim=64, seed=seed)
     elif isinstance(value, dict):
         value = keras.layers.deserialize(value)
     if not isinstance(value, VectorQuantizer):
@@ -219,8 +219,8 @@ class VQVAE2(keras.Model):
                 f"`data_variance` must be positive. Received: data_variance={data_variance!r}"
             )
         self.data_variance = float(data_variance)
-        top_quantizer = _quantizer("top_quantizer", top_quantizer)
-        bottom_quantizer = _quantizer("bottom_quantizer", bottom_quantizer)
+        top_quantizer = _quantizer("top_quantizer", top_quantizer, seed=0)
+        bottom_quantizer = _quantizer("bottom_quantizer", bottom_quantizer, seed=1)
         if top_quantizer is bottom_quantizer:
             raise ValueError(
                 "`top_quantizer` and `bottom_quantizer` must be two different "
