@@ -126,13 +126,6 @@ def test_causal_mask_invalid_type():
             causal_mask(3, bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="causal_mask does not validate kernel_size: causal_mask(4, 'A') returns a 4x4 "
-    "mask centred at index 2, while a 'SAME' conv with an even kernel is centred at "
-    "index 1 (TF pads (k-1)//2 before), so the mask would not be causal",
-    raises=pytest.fail.Exception,
-)
 def test_causal_mask_even_kernel_raises():
     with pytest.raises(ValueError, match="4"):
         causal_mask(4, "A")

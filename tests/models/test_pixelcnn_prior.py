@@ -413,14 +413,6 @@ def test_bad_condition():
         model({"codes": codes, "condition": np.zeros((2, 5, 3), np.float32)})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_inputs computes batch_size from codes but never compares labels / "
-    "condition with it: labels or condition of batch 1 broadcast silently over codes "
-    "of batch 4, and batch 3 fails deep inside GatedBlock with an InvalidArgumentError "
-    "('Incompatible shapes') instead of a ValueError naming the batch sizes",
-    raises=AssertionError,
-)
 def test_inconsistent_batch_sizes_in_call():
     """Codes of batch 4 with labels / condition of batch 1 or 3 should raise a
     ValueError naming both sizes."""

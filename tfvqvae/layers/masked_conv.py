@@ -34,6 +34,11 @@ def causal_mask(kernel_size, mask_type):
         raise ValueError(
             f"`mask_type` must be one of {MASK_TYPES}. Received: mask_type={mask_type!r}"
         )
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 \
+            or kernel_size % 2 == 0:
+        raise ValueError(
+            f"`kernel_size` must be an odd positive integer. Received: kernel_size={kernel_size!r}"
+        )
     k = kernel_size
     c = k // 2
     mask = np.zeros((k, k), np.float32)
@@ -113,7 +118,9 @@ class MaskedConv2D(keras.layers.Layer):
 
     def masked_kernel(self):
         """mask ⊙ W, shape (k, k, in, out), in the compute dtype."""
-        kernel = tf.convert_to_tensor(self.kernel)
+        # NB: cast explicitly: `call_window` runs outside `__call__`, where
+        # Keras would auto-cast the variable under mixed precision.
+        kernel = tf.cast(self.kernel, self.compute_dtype)
         return kernel * tf.constant(self.mask[:, :, None, None], kernel.dtype)
 
     @property
@@ -128,7 +135,7 @@ class MaskedConv2D(keras.layers.Layer):
     def _convolve(self, inputs, kernel, padding):
         outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding=padding)
         if self.bias is not None:
-            outputs = outputs + tf.convert_to_tensor(self.bias)
+            outputs = outputs + tf.cast(self.bias, self.compute_dtype)
         return outputs
 
     def _visible_kernel(self):

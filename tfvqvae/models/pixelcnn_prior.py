@@ -160,18 +160,19 @@ class PixelCNNPrior(keras.Model):
     def is_conditioned(self):
         return self.condition_shape is not None
 
-    def check_inputs(self, codes=None, labels=None, condition=None, batch_size=None):
+    def check_inputs(self, codes=None, labels=None, condition=None):
         """Validates prior inputs; returns (codes, labels, condition) as tensors.
 
         Shapes are checked always, value ranges when executing eagerly.
         """
         if codes is not None:
             codes = self._check_map("codes", codes, self.code_shape, self.num_embeddings)
-            batch_size = codes.shape[0]
         if self.num_classes is None:
             if labels is not None:
-                raise ValueError("This prior has no class conditioning (num_classes=None); "
-                                 "do not pass labels.")
+                raise ValueError(
+                    "This prior has no class conditioning (num_classes=None); do not pass "
+                    f"labels. Received: labels of shape {tuple(tf.convert_to_tensor(labels).shape)}"
+                )
         else:
             if labels is None:
                 raise ValueError(
@@ -192,7 +193,17 @@ class PixelCNNPrior(keras.Model):
                 "condition", condition, self.condition_shape, self.condition_num_embeddings
             )
         elif condition is not None:
-            raise ValueError("This prior has no spatial conditioning; do not pass condition.")
+            raise ValueError(
+                "This prior has no spatial conditioning; do not pass condition. Received: "
+                f"condition of shape {tuple(tf.convert_to_tensor(condition).shape)}"
+            )
+        sizes = {
+            name: int(t.shape[0])
+            for name, t in (("codes", codes), ("labels", labels), ("condition", condition))
+            if t is not None and t.shape.rank and t.shape[0] is not None
+        }
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"Inputs disagree on the batch size. Received: {sizes}")
         return codes, labels, condition
 
     @staticmethod

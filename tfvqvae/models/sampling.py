@@ -44,7 +44,9 @@ def sample(prior, method, batch, labels, condition, temperature, seed):
     key = (method, batch)
     if key not in cache:
         build = _naive_sampler if method == "naive" else _cached_sampler
-        cache[key] = tf.function(build(prior, batch))
+        # NB: the traced function must not keep the prior alive, or the
+        # weak-keyed cache would never let go of it.
+        cache[key] = tf.function(build(weakref.proxy(prior), batch))
     return cache[key](
         _drop_none(labels),
         _drop_none(condition),
@@ -96,6 +98,7 @@ def _cached_sampler(prior, batch):
     c = k // 2
     p = prior.hidden_channels
     blocks = prior.blocks
+    dtype = prior.compute_dtype  # the buffers hold activations (float16 under mixed precision)
 
     def run(labels, condition, temperature, seed):
         noise = gumbel_noise(batch, height, width, prior.num_embeddings, seed)
@@ -130,7 +133,7 @@ def _cached_sampler(prior, batch):
             return code, new_rows
 
         def row_step(i, codes, v_windows, v_to_h):
-            h_rows = [tf.zeros([width + 2 * c, batch, p]) for _ in blocks]
+            h_rows = [tf.zeros([width + 2 * c, batch, p], dtype) for _ in blocks]
 
             def column(j, row_codes, h_rows):
                 code, h_rows = position_step(i, j, h_rows, v_to_h)
@@ -153,9 +156,9 @@ def _cached_sampler(prior, batch):
                 new_v_to_h.append(v_to_h_row)
             return i + 1, codes, new_windows, new_v_to_h
 
-        v_windows = [tf.zeros([batch, c + 1, width + 2 * c, p]) for _ in blocks]
+        v_windows = [tf.zeros([batch, c + 1, width + 2 * c, p], dtype) for _ in blocks]
         # Row 0 sees the vertical stack of an all-zero row above (shift_down).
-        v_to_h = [block.v_to_h(tf.zeros([batch, width, 2 * p])) for block in blocks]
+        v_to_h = [block.v_to_h(tf.zeros([batch, width, 2 * p], dtype)) for block in blocks]
         _, codes, _, _ = tf.while_loop(
             lambda i, *_: i < height,
             row_step,
