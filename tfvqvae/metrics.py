@@ -38,6 +38,7 @@ class CodebookUsage(keras.metrics.Metric):
 
     Args:
         num_embeddings: K.
+        prefix: put before the result names (e.g. "top_"). Defaults to "".
         name: metric name. Defaults to "codebook_usage".
 
     Example:
@@ -48,9 +49,10 @@ class CodebookUsage(keras.metrics.Metric):
     {'usage': 50.0, 'dead_codes': 2.0}
     """
 
-    def __init__(self, num_embeddings, name="codebook_usage", **kwargs):
+    def __init__(self, num_embeddings, prefix="", name="codebook_usage", **kwargs):
         super().__init__(name=name, **kwargs)
         self.num_embeddings = int(num_embeddings)
+        self.prefix = prefix
         self.counts = self.add_variable(
             shape=(self.num_embeddings,),
             initializer="zeros",
@@ -66,12 +68,12 @@ class CodebookUsage(keras.metrics.Metric):
     def result(self):
         used = tf.reduce_sum(tf.cast(self.counts > 0, tf.float32))
         return {
-            "usage": 100.0 * used / self.num_embeddings,
-            "dead_codes": self.num_embeddings - used,
+            f"{self.prefix}usage": 100.0 * used / self.num_embeddings,
+            f"{self.prefix}dead_codes": self.num_embeddings - used,
         }
 
     def reset_state(self):
         self.counts.assign(tf.zeros_like(self.counts))
 
     def get_config(self):
-        return {"num_embeddings": self.num_embeddings, "name": self.name}
+        return {"num_embeddings": self.num_embeddings, "prefix": self.prefix, "name": self.name}

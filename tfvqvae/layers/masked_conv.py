@@ -25,6 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvqvae.validation import positive_int
+
 MASK_TYPES = ("A", "B", "vertical", "horizontal_A", "horizontal_B")
 
 
@@ -84,8 +86,7 @@ class MaskedConv2D(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
-            raise ValueError(f"`filters` must be a positive integer. Received: filters={filters!r}")
+        positive_int("filters", filters)
         if (
             isinstance(kernel_size, bool)
             or not isinstance(kernel_size, int)

@@ -2,6 +2,8 @@
 
 import keras
 
+from tfvqvae.validation import positive_int
+
 
 @keras.saving.register_keras_serializable(package="tfvqvae")
 class ResidualStack(keras.layers.Layer):
@@ -29,18 +31,9 @@ class ResidualStack(keras.layers.Layer):
 
     def __init__(self, channels, residual_channels, num_layers=2, **kwargs):
         super().__init__(**kwargs)
-        for name, value in (
-            ("channels", channels),
-            ("residual_channels", residual_channels),
-            ("num_layers", num_layers),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"`{name}` must be a positive integer. Received: {name}={value!r}"
-                )
-        self.channels = channels
-        self.residual_channels = residual_channels
-        self.num_layers = num_layers
+        self.channels = positive_int("channels", channels)
+        self.residual_channels = positive_int("residual_channels", residual_channels)
+        self.num_layers = positive_int("num_layers", num_layers)
         self.blocks = [
             (
                 keras.layers.Conv2D(

@@ -37,6 +37,7 @@ from tfvqvae.layers.kmeans import kmeans
 from tfvqvae.layers.kmeans import nearest_code
 from tfvqvae.layers.kmeans import sample_rows
 from tfvqvae.metrics import perplexity_from_counts
+from tfvqvae.validation import positive_int
 
 
 class QuantizerOutput(NamedTuple):
@@ -63,16 +64,6 @@ class QuantizerOutput(NamedTuple):
     def loss(self):
         """codebook_loss + commitment_loss."""
         return self.codebook_loss + self.commitment_loss
-
-
-def _positive_int(name, value, allow_none=False):
-    if allow_none and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive integer. Received: {name}={value!r}"
-        )
-    return value
 
 
 @keras.saving.register_keras_serializable(package="tfvqvae")
@@ -149,8 +140,8 @@ class VectorQuantizer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
-        self.embedding_dim = _positive_int("embedding_dim", embedding_dim)
+        self.num_embeddings = positive_int("num_embeddings", num_embeddings)
+        self.embedding_dim = positive_int("embedding_dim", embedding_dim)
         if not commitment_cost >= 0:
             raise ValueError(
                 "`commitment_cost` must be a non-negative number. "
@@ -164,8 +155,8 @@ class VectorQuantizer(keras.layers.Layer):
             )
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.kmeans_init = bool(kmeans_init)
-        self.kmeans_iterations = _positive_int("kmeans_iterations", kmeans_iterations)
-        self.restart_unused_after = _positive_int(
+        self.kmeans_iterations = positive_int("kmeans_iterations", kmeans_iterations)
+        self.restart_unused_after = positive_int(
             "restart_unused_after", restart_unused_after, allow_none=True
         )
         self.add_losses = bool(add_losses)

@@ -29,14 +29,7 @@ import keras
 import tensorflow as tf
 
 from tfvqvae.layers.gated_block import GatedBlock
-
-
-def _positive_int(name, value, allow_none=False):
-    if allow_none and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return value
+from tfvqvae.validation import positive_int
 
 
 def _shape2(name, value, allow_none=False):
@@ -91,15 +84,15 @@ class PixelCNNPrior(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_embeddings = _positive_int("num_embeddings", num_embeddings)
+        self.num_embeddings = positive_int("num_embeddings", num_embeddings)
         self.code_shape = _shape2("code_shape", code_shape)
-        self.hidden_channels = _positive_int("hidden_channels", hidden_channels)
-        self.num_blocks = _positive_int("num_blocks", num_blocks)
-        if _positive_int("kernel_size", kernel_size) % 2 == 0:
+        self.hidden_channels = positive_int("hidden_channels", hidden_channels)
+        self.num_blocks = positive_int("num_blocks", num_blocks)
+        if positive_int("kernel_size", kernel_size) % 2 == 0:
             raise ValueError(f"`kernel_size` must be odd. Received: kernel_size={kernel_size}")
         self.kernel_size = kernel_size
-        self.num_classes = _positive_int("num_classes", num_classes, allow_none=True)
-        self.condition_num_embeddings = _positive_int(
+        self.num_classes = positive_int("num_classes", num_classes, allow_none=True)
+        self.condition_num_embeddings = positive_int(
             "condition_num_embeddings", condition_num_embeddings, allow_none=True
         )
         self.condition_shape = _shape2("condition_shape", condition_shape, allow_none=True)
@@ -117,7 +110,7 @@ class PixelCNNPrior(keras.Model):
                 f"code_shape {self.code_shape} must be a multiple of condition_shape "
                 f"{self.condition_shape}"
             )
-        self.condition_channels = _positive_int("condition_channels", condition_channels)
+        self.condition_channels = positive_int("condition_channels", condition_channels)
         conditioned = self.condition_shape is not None
 
         p = self.hidden_channels
@@ -327,7 +320,7 @@ class PixelCNNPrior(keras.Model):
         _, labels, condition = self.check_inputs(labels=labels, condition=condition)
         sizes = {t.shape[0] for t in (labels, condition) if t is not None}
         if num_samples is not None:
-            sizes.add(_positive_int("num_samples", num_samples))
+            sizes.add(positive_int("num_samples", num_samples))
         if len(sizes) != 1:
             raise ValueError(
                 "Give the number of samples (num_samples, or labels / condition of one "

@@ -1,14 +1,9 @@
 """VQ-VAE: convolutional encoder, vector quantiser, convolutional decoder.
 
-Training objective per batch (images x in [0, 1], reconstruction x̂):
+    z_e = Encoder(x),  z_q = Quantize(z_e),  x̂ = Decoder(z_q)
 
-    L = mean((x − x̂)²) / data_variance + codebook_loss + commitment_loss
-
-where the two quantiser terms are returned by the quantiser (the EMA
-quantiser has no codebook term) and added here, in ``train_step``, rather
-than with ``add_loss``: this keeps multi-replica training exact. Each replica
-divides its loss by the number of replicas because Keras sums the replicas'
-gradients, so the update equals a single-device step on the global batch.
+trained on L = mean((x − x̂)²) / data_variance + codebook_loss + commitment_loss
+(the objective, steps and metrics are shared with VQVAE2: `autoencoder.py`).
 
 Reference: van den Oord et al., "Neural Discrete Representation Learning",
 https://arxiv.org/abs/1711.00937
@@ -17,27 +12,15 @@ https://arxiv.org/abs/1711.00937
 import keras
 import tensorflow as tf
 
-from tfvqvae.layers.vector_quantizer import VectorQuantizer
-from tfvqvae.layers.vector_quantizer_ema import VectorQuantizerEMA
-from tfvqvae.metrics import CodebookUsage
+from tfvqvae.models.autoencoder import QuantizedAutoencoder
+from tfvqvae.models.autoencoder import quantizer_argument
 from tfvqvae.models.networks import build_decoder
 from tfvqvae.models.networks import build_encoder
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return value
-
-
-def unpack_images(data):
-    """Images from a batch that is ``x``, ``(x,)``, ``(x, y)`` or ``(x, y, w)``."""
-    x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-    return x
+from tfvqvae.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="tfvqvae")
-class VQVAE(keras.Model):
+class VQVAE(QuantizedAutoencoder):
     """Vector-quantised variational autoencoder trained with ``model.fit``.
 
     ``model(x)`` reconstructs images, ``model.encode(x)`` returns the int32
@@ -94,25 +77,17 @@ class VQVAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.image_channels = _positive_int("image_channels", image_channels)
-        self.hidden_channels = _positive_int("hidden_channels", hidden_channels)
-        self.residual_channels = _positive_int("residual_channels", residual_channels)
-        self.num_residual_layers = _positive_int("num_residual_layers", num_residual_layers)
-        self.num_downsamples = _positive_int("num_downsamples", num_downsamples)
+        self.image_channels = positive_int("image_channels", image_channels)
+        self.hidden_channels = positive_int("hidden_channels", hidden_channels)
+        self.residual_channels = positive_int("residual_channels", residual_channels)
+        self.num_residual_layers = positive_int("num_residual_layers", num_residual_layers)
+        self.num_downsamples = positive_int("num_downsamples", num_downsamples)
         if not data_variance > 0:
             raise ValueError(
                 f"`data_variance` must be positive. Received: data_variance={data_variance!r}"
             )
         self.data_variance = float(data_variance)
-        if quantizer is None:
-            quantizer = VectorQuantizerEMA(num_embeddings=512, embedding_dim=64)
-        elif isinstance(quantizer, dict):
-            quantizer = keras.layers.deserialize(quantizer)
-        if not isinstance(quantizer, VectorQuantizer):
-            raise TypeError(
-                "`quantizer` must be a tfvqvae VectorQuantizer or VectorQuantizerEMA. "
-                f"Received: quantizer={quantizer!r}"
-            )
+        quantizer = quantizer_argument("quantizer", quantizer)
         self.quantizer = quantizer
         sizes = (
             self.image_channels,
@@ -124,13 +99,7 @@ class VQVAE(keras.Model):
         )
         self.encoder = build_encoder(*sizes)
         self.decoder = build_decoder(*sizes)
-        if not quantizer.built:
-            quantizer.build((None, None, None, quantizer.embedding_dim))
-        names = ["loss", "mse", "commitment_loss", "perplexity"]
-        if quantizer.trainable_weights:  # the EMA quantizer has no codebook term
-            names.insert(3, "codebook_loss")
-        self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
-        self._usage = CodebookUsage(quantizer.num_embeddings, name="codebook_usage")
+        self._init_metrics()
         # Every weight exists now (the networks are fully convolutional), so
         # the model counts as built: saving and loading restore the optimizer.
         self.built = True
@@ -141,40 +110,14 @@ class VQVAE(keras.Model):
         """Image size divided by code-map size: 2 ** num_downsamples."""
         return 2**self.num_downsamples
 
-    def _check_images(self, images):
-        images = tf.convert_to_tensor(images)
-        if not images.dtype.is_floating:
-            raise TypeError(
-                "VQVAE expects float images in [0, 1]. "
-                f"Received: images with dtype={images.dtype.name}"
-            )
-        shape = tuple(images.shape)
-        if len(shape) != 4 or shape[-1] != self.image_channels:
-            raise ValueError(
-                "VQVAE expects images of shape (batch, height, width, "
-                f"{self.image_channels}). Received: images with shape={shape}"
-            )
-        for size in shape[1:3]:
-            if size is not None and size % self.downsample_factor:
-                raise ValueError(
-                    "Image height and width must be divisible by "
-                    f"{self.downsample_factor} (2 ** num_downsamples). "
-                    f"Received: images with shape={shape}"
-                )
-        return images
+    @property
+    def size_multiple(self):
+        return self.downsample_factor
 
-    def _check_codes(self, codes):
-        codes = tf.convert_to_tensor(codes)
-        if not codes.dtype.is_integer:
-            raise TypeError(
-                f"Codes must be integers. Received: codes with dtype={codes.dtype.name}"
-            )
-        if codes.shape.rank != 3:
-            raise ValueError(
-                "Codes must have shape (batch, height, width). "
-                f"Received: codes with shape={tuple(codes.shape)}"
-            )
-        return codes
+    _size_reason = "2 ** num_downsamples"
+
+    def _level_quantizers(self):
+        return {"top": self.quantizer}
 
     # ------------------------------------------------------------ forward
     def quantize_with_losses(self, images, training=False):
@@ -182,9 +125,10 @@ class VQVAE(keras.Model):
         z_e = self.encoder(self._check_images(images), training=training)
         return self.quantizer.quantize_with_losses(z_e, training=training)
 
-    def call(self, inputs, training=False):
-        quantized = self.quantize_with_losses(inputs, training=training).quantized
-        return tf.cast(self.decoder(quantized, training=training), tf.float32)
+    def _reconstruct(self, images, training):
+        outputs = self.quantize_with_losses(images, training=training)
+        reconstruction = tf.cast(self.decoder(outputs.quantized, training=training), tf.float32)
+        return reconstruction, {"top": outputs}
 
     def encode(self, images):
         """int32 code map (batch, height / 2**n, width / 2**n) of ``images``."""
@@ -201,11 +145,6 @@ class VQVAE(keras.Model):
     # treat both alike: a VQVAE has one level, "top".
     levels = ("top",)
 
-    @property
-    def level_num_embeddings(self):
-        """{level: K} of each code level."""
-        return {"top": self.quantizer.num_embeddings}
-
     def code_shapes(self, image_size):
         """{level: (h, w)} of the code maps for images of ``image_size`` (H, W)."""
         height, width = image_size
@@ -219,54 +158,6 @@ class VQVAE(keras.Model):
         """Images from ``{level: code map}``."""
         return self.decode(codes["top"])
 
-    # ----------------------------------------------------------- training
-    def _objective(self, images, training):
-        images = tf.cast(self._check_images(images), tf.float32)
-        outputs = self.quantize_with_losses(images, training=training)
-        reconstruction = tf.cast(
-            self.decoder(outputs.quantized, training=training), tf.float32
-        )
-        mse = tf.reduce_mean(tf.square(images - reconstruction))
-        loss = mse / self.data_variance + outputs.codebook_loss + outputs.commitment_loss
-        return loss, mse, outputs
-
-    def _update_metrics(self, images, loss, mse, outputs):
-        # Weighted by batch size: epoch values are per-image means even when
-        # the last batch is smaller.
-        batch_size = tf.cast(tf.shape(images)[0], tf.float32)
-        values = {
-            "loss": loss,
-            "mse": mse,
-            "commitment_loss": outputs.commitment_loss,
-            "codebook_loss": outputs.codebook_loss,
-            "perplexity": outputs.perplexity,
-        }
-        for name, tracker in self._trackers.items():
-            tracker.update_state(values[name], sample_weight=batch_size)
-        self._usage.update_state(outputs.counts)
-        return self.get_metrics_result()
-
-    def train_step(self, data):
-        images = unpack_images(data)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            loss, mse, outputs = self._objective(images, training=True)
-            # Keras sums gradients over replicas: scale so the sum is the
-            # gradient of the global-batch mean.
-            scaled_loss = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self._update_metrics(images, loss, mse, outputs)
-
-    def test_step(self, data):
-        images = unpack_images(data)
-        loss, mse, outputs = self._objective(images, training=False)
-        return self._update_metrics(images, loss, mse, outputs)
-
-    @property
-    def metrics(self):
-        return list(self._trackers.values()) + [self._usage]
-
     # ------------------------------------------------------------- config
     def get_config(self):
         return {
@@ -279,7 +170,3 @@ class VQVAE(keras.Model):
             "quantizer": keras.layers.serialize(self.quantizer),
             "data_variance": self.data_variance,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -25,11 +25,8 @@ objective per batch (x̂ the reconstruction):
     L = mean((x − x̂)²) / data_variance
         + Σ_{level ∈ top, bottom} (codebook_loss + commitment_loss)
 
-The quantiser terms come from ``quantize_with_losses`` (the EMA quantiser has
-no codebook term) and are added in ``train_step``, never with ``add_loss``;
-each replica divides its loss by the number of replicas because Keras sums the
-replicas' gradients, so the update equals a single-device step on the global
-batch, exactly as in `VQVAE`.
+The objective, train/test steps and metrics are shared with `VQVAE`
+(`autoencoder.py`); metric names carry a ``top_`` / ``bottom_`` prefix.
 
 Reference: Razavi, van den Oord, Vinyals, "Generating Diverse High-Fidelity
 Images with VQ-VAE-2", https://arxiv.org/abs/1906.00446
@@ -39,11 +36,9 @@ import keras
 import tensorflow as tf
 
 from tfvqvae.layers.residual_stack import ResidualStack
-from tfvqvae.layers.vector_quantizer import VectorQuantizer
-from tfvqvae.layers.vector_quantizer_ema import VectorQuantizerEMA
-from tfvqvae.metrics import CodebookUsage
-from tfvqvae.models.vqvae import _positive_int
-from tfvqvae.models.vqvae import unpack_images
+from tfvqvae.models.autoencoder import QuantizedAutoencoder
+from tfvqvae.models.autoencoder import quantizer_argument
+from tfvqvae.validation import positive_int
 
 # Image size divided by each level's code-map size.
 _TOP_FACTOR = 8
@@ -117,35 +112,8 @@ def _build_decoder(image_channels, hidden, residual, layers, top_dim, bottom_dim
     return keras.Model([top, bottom], outputs, name="decoder")
 
 
-class _LevelCodebookUsage(CodebookUsage):
-    """`CodebookUsage` whose results are named ``{level}_usage``, ``{level}_dead_codes``."""
-
-    def __init__(self, num_embeddings, level, name=None, **kwargs):
-        super().__init__(num_embeddings, name=name or f"{level}_codebook_usage", **kwargs)
-        self.level = level
-
-    def result(self):
-        return {f"{self.level}_{key}": value for key, value in super().result().items()}
-
-    def get_config(self):
-        return {**super().get_config(), "level": self.level}
-
-
-def _quantizer(name, value, seed):
-    if value is None:
-        value = VectorQuantizerEMA(num_embeddings=512, embedding_dim=64, seed=seed)
-    elif isinstance(value, dict):
-        value = keras.layers.deserialize(value)
-    if not isinstance(value, VectorQuantizer):
-        raise TypeError(
-            f"`{name}` must be a tfvqvae VectorQuantizer or VectorQuantizerEMA. "
-            f"Received: {name}={value!r}"
-        )
-    return value
-
-
 @keras.saving.register_keras_serializable(package="tfvqvae")
-class VQVAE2(keras.Model):
+class VQVAE2(QuantizedAutoencoder):
     """Hierarchical VQ-VAE (VQ-VAE-2) with a top and a bottom code map.
 
     ``model(x)`` reconstructs images, ``model.encode(x)`` returns the int32
@@ -210,17 +178,17 @@ class VQVAE2(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.image_channels = _positive_int("image_channels", image_channels)
-        self.hidden_channels = _positive_int("hidden_channels", hidden_channels)
-        self.residual_channels = _positive_int("residual_channels", residual_channels)
-        self.num_residual_layers = _positive_int("num_residual_layers", num_residual_layers)
+        self.image_channels = positive_int("image_channels", image_channels)
+        self.hidden_channels = positive_int("hidden_channels", hidden_channels)
+        self.residual_channels = positive_int("residual_channels", residual_channels)
+        self.num_residual_layers = positive_int("num_residual_layers", num_residual_layers)
         if not data_variance > 0:
             raise ValueError(
                 f"`data_variance` must be positive. Received: data_variance={data_variance!r}"
             )
         self.data_variance = float(data_variance)
-        top_quantizer = _quantizer("top_quantizer", top_quantizer, seed=0)
-        bottom_quantizer = _quantizer("bottom_quantizer", bottom_quantizer, seed=1)
+        top_quantizer = quantizer_argument("top_quantizer", top_quantizer, seed=0)
+        bottom_quantizer = quantizer_argument("bottom_quantizer", bottom_quantizer, seed=1)
         if top_quantizer is bottom_quantizer:
             raise ValueError(
                 "`top_quantizer` and `bottom_quantizer` must be two different "
@@ -239,26 +207,13 @@ class VQVAE2(keras.Model):
             self.hidden_channels, top_dim, bottom_dim
         )
         self.decoder = _build_decoder(self.image_channels, *sizes, top_dim, bottom_dim)
-        for quantizer in (top_quantizer, bottom_quantizer):
-            if not quantizer.built:
-                quantizer.build((None, None, None, quantizer.embedding_dim))
-        names = ["loss", "mse"]
-        for level, quantizer in self._quantizers():
-            names.append(f"{level}_commitment_loss")
-            if quantizer.trainable_weights:  # the EMA quantizer has no codebook term
-                names.append(f"{level}_codebook_loss")
-            names.append(f"{level}_perplexity")
-        self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
-        self._usage = {
-            level: _LevelCodebookUsage(quantizer.num_embeddings, level)
-            for level, quantizer in self._quantizers()
-        }
+        self._init_metrics()
         # Every weight exists now (the networks are fully convolutional), so
         # the model counts as built: saving and loading restore the optimizer.
         self.built = True
 
-    def _quantizers(self):
-        return (("top", self.top_quantizer), ("bottom", self.bottom_quantizer))
+    def _level_quantizers(self):
+        return {"top": self.top_quantizer, "bottom": self.bottom_quantizer}
 
     # ------------------------------------------------------------ shapes
     @property
@@ -266,41 +221,8 @@ class VQVAE2(keras.Model):
         """Image size divided by the bottom code-map size: 4 (the top map is /8)."""
         return _BOTTOM_FACTOR
 
-    def _check_images(self, images):
-        images = tf.convert_to_tensor(images)
-        if not images.dtype.is_floating:
-            raise TypeError(
-                "VQVAE2 expects float images in [0, 1]. "
-                f"Received: images with dtype={images.dtype.name}"
-            )
-        shape = tuple(images.shape)
-        if len(shape) != 4 or shape[-1] != self.image_channels:
-            raise ValueError(
-                "VQVAE2 expects images of shape (batch, height, width, "
-                f"{self.image_channels}). Received: images with shape={shape}"
-            )
-        for size in shape[1:3]:
-            if size is not None and size % _TOP_FACTOR:
-                raise ValueError(
-                    f"Image height and width must be divisible by {_TOP_FACTOR} "
-                    "(the top code map is the image divided by 8). "
-                    f"Received: images with shape={shape}"
-                )
-        return images
-
-    @staticmethod
-    def _check_codes(codes, name):
-        codes = tf.convert_to_tensor(codes)
-        if not codes.dtype.is_integer:
-            raise TypeError(
-                f"Codes must be integers. Received: {name} with dtype={codes.dtype.name}"
-            )
-        if codes.shape.rank != 3:
-            raise ValueError(
-                "Codes must have shape (batch, height, width). "
-                f"Received: {name} with shape={tuple(codes.shape)}"
-            )
-        return codes
+    size_multiple = _TOP_FACTOR
+    _size_reason = "the top code map is the image divided by 8"
 
     @staticmethod
     def _check_level_shapes(top_codes, bottom_codes):
@@ -338,9 +260,10 @@ class VQVAE2(keras.Model):
         images = self.decoder([top_latents, bottom_latents], training=training)
         return tf.cast(images, tf.float32)
 
-    def call(self, inputs, training=False):
-        top, bottom = self.quantize_with_losses(inputs, training=training)
-        return self._decode_latents(top.quantized, bottom.quantized, training)
+    def _reconstruct(self, images, training):
+        top, bottom = self.quantize_with_losses(images, training=training)
+        reconstruction = self._decode_latents(top.quantized, bottom.quantized, training)
+        return reconstruction, {"top": top, "bottom": bottom}
 
     def encode(self, images):
         """int32 code maps ``(top, bottom)``: (batch, H/8, W/8) and (batch, H/4, W/4)."""
@@ -369,11 +292,6 @@ class VQVAE2(keras.Model):
     # sampling treat both alike. The bottom prior is conditioned on "top".
     levels = ("top", "bottom")
 
-    @property
-    def level_num_embeddings(self):
-        """{level: K} of each code level."""
-        return {level: q.num_embeddings for level, q in self._quantizers()}
-
     def code_shapes(self, image_size):
         """{level: (h, w)} of the code maps for images of ``image_size`` (H, W)."""
         height, width = image_size
@@ -390,54 +308,6 @@ class VQVAE2(keras.Model):
         """Images from ``{level: code map}``."""
         return self.decode(codes["top"], codes["bottom"])
 
-    # ----------------------------------------------------------- training
-    def _objective(self, images, training):
-        images = tf.cast(self._check_images(images), tf.float32)
-        top, bottom = self.quantize_with_losses(images, training=training)
-        reconstruction = self._decode_latents(top.quantized, bottom.quantized, training)
-        mse = tf.reduce_mean(tf.square(images - reconstruction))
-        loss = (
-            mse / self.data_variance
-            + top.codebook_loss + top.commitment_loss
-            + bottom.codebook_loss + bottom.commitment_loss
-        )
-        return loss, mse, {"top": top, "bottom": bottom}
-
-    def _update_metrics(self, images, loss, mse, outputs):
-        # Weighted by batch size: epoch values are per-image means even when
-        # the last batch is smaller.
-        batch_size = tf.cast(tf.shape(images)[0], tf.float32)
-        values = {"loss": loss, "mse": mse}
-        for level, output in outputs.items():
-            values[f"{level}_commitment_loss"] = output.commitment_loss
-            values[f"{level}_codebook_loss"] = output.codebook_loss
-            values[f"{level}_perplexity"] = output.perplexity
-            self._usage[level].update_state(output.counts)
-        for name, tracker in self._trackers.items():
-            tracker.update_state(values[name], sample_weight=batch_size)
-        return self.get_metrics_result()
-
-    def train_step(self, data):
-        images = unpack_images(data)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            loss, mse, outputs = self._objective(images, training=True)
-            # Keras sums gradients over replicas: scale so the sum is the
-            # gradient of the global-batch mean.
-            scaled_loss = self.optimizer.scale_loss(loss / replicas)
-        gradients = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self._update_metrics(images, loss, mse, outputs)
-
-    def test_step(self, data):
-        images = unpack_images(data)
-        loss, mse, outputs = self._objective(images, training=False)
-        return self._update_metrics(images, loss, mse, outputs)
-
-    @property
-    def metrics(self):
-        return list(self._trackers.values()) + list(self._usage.values())
-
     # ------------------------------------------------------------- config
     def get_config(self):
         return {
@@ -450,7 +320,3 @@ class VQVAE2(keras.Model):
             "bottom_quantizer": keras.layers.serialize(self.bottom_quantizer),
             "data_variance": self.data_variance,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
