@@ -10,6 +10,13 @@ imports them (data flows library -> training/export, never back).
 
 from setuptools import setup
 
+EXPORT_REQUIRES = [
+    "tf2onnx==1.17.0",
+    "onnx==1.23.2",
+    "onnxruntime==1.31.1",
+    "ai-edge-litert==2.3.0",
+]
+
 setup(
     name="tfvqvae",
     version="0.1.0",
@@ -46,7 +53,10 @@ setup(
         "scikit-learn>=1.5,<2",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # Exporters (tfvqvae.export): ONNX via tf2onnx, TFLite run by LiteRT.
+        # tf2onnx 1.17 accepts opsets 17-18 only (STACK-NOTES).
+        "export": EXPORT_REQUIRES,
+        "test": ["pytest>=8", *EXPORT_REQUIRES],
     },
     entry_points={"console_scripts": ["tfvqvae=tfvqvae.training.cli:main"]},
 )

@@ -143,3 +143,19 @@ def test_pipeline_vqvae2_samples_bottom_given_top(tmp_path):
     logits = priors["bottom"]({"codes": bottom, "condition": codes["top"]}).numpy()
     other = priors["bottom"]({"codes": bottom, "condition": shifted}).numpy()
     assert np.abs(logits - other).max() > 1e-4
+
+
+def test_train_prior_resumes_from_checkpoint(run_with_codes):
+    config = dict(TINY_PRIOR, epochs=1)
+    train_prior(PriorConfig(run=str(run_with_codes), **config), overwrite=True, verbose=0)
+    folder = run_with_codes / "prior-top"
+    steps = int(keras.saving.load_model(folder / "model.keras").optimizer.iterations)
+    assert steps == 12  # ceil(1500 / 128)
+    # The saved config wins on resume; only `epochs` changes.
+    resumed = dict(config, epochs=2, hidden_channels=32)
+    train_prior(PriorConfig(run=str(run_with_codes), **resumed), resume=True, verbose=0)
+    prior = keras.saving.load_model(folder / "model.keras")
+    assert int(prior.optimizer.iterations) == 2 * steps
+    assert prior.hidden_channels == TINY_PRIOR["hidden_channels"]
+    rows = (folder / "history.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
