@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 import tfvqvae
 from tfvqvae import atomic
@@ -181,7 +180,7 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto"):
         model = keras.saving.load_model(path)
     else:
         initial_epoch = 0
-        variance = float(np.var(train_data.as_float())) if config.normalize_mse else 1.0
+        variance = train_data.pixel_variance() if config.normalize_mse else 1.0
         model = build_model(config, data_variance=variance, image_channels=channels)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
 

@@ -242,3 +242,16 @@ def test_pipeline_argument_errors():
         ds.to_tf_dataset(2, with_labels=True)
     with pytest.raises(ValueError, match=re.escape("(16, 16, 16)")):
         ds.to_tf_dataset(2, image_size=(16, 16, 16))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_pixel_variance_equals_numpy(dtype):
+    rng = np.random.default_rng(3)
+    if dtype == np.uint8:
+        images = rng.integers(0, 256, (37, 5, 4, 3), dtype=np.uint8)
+        reference = np.var(images.astype(np.float64) / 255.0)
+    else:
+        images = rng.random((37, 5, 4, 3)).astype(np.float32)
+        reference = np.var(images.astype(np.float64))
+    dataset = ImageDataset(images=images, labels=None, name="v")
+    assert dataset.pixel_variance(chunk=8) == pytest.approx(reference, rel=1e-12)

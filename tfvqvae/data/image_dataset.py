@@ -156,6 +156,22 @@ class ImageDataset:
             return self.images.astype(np.float32) / np.float32(255.0)
         return self.images
 
+    def pixel_variance(self, chunk: int = 4096) -> float:
+        """Variance of all pixel values in [0, 1] units, computed in float64 chunks.
+
+        Equals ``np.var(self.as_float())`` without a float copy of the whole
+        dataset (what VQ-VAE's normalised MSE divides by).
+        """
+        total = total_sq = 0.0
+        scale = 255.0 if self.images.dtype == np.uint8 else 1.0
+        for start in range(0, len(self), chunk):
+            block = self.images[start : start + chunk].astype(np.float64) / scale
+            total += block.sum()
+            total_sq += np.square(block).sum()
+        count = self.images.size
+        mean = total / count
+        return float(max(total_sq / count - mean * mean, 0.0))
+
     def take(self, n: int) -> ImageDataset:
         """Returns the first ``n`` examples as a new dataset (no copy).
 
