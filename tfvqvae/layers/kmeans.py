@@ -58,27 +58,32 @@ def kmeans_plus_plus(flat, num_clusters, seed):
     have D = 0 and are not drawn again unless every row is (then the draw
     is uniform).
     """
+    # NB: written so XLA compiles it inside the training step's tf.cond
+    # (TF 2.21 crashes compiling the stateless_split + dynamic-index form):
+    # the i-th draw's seed is (seed[0], seed[1] + i), rows are gathered.
     n = tf.shape(flat)[0]
-    seeds = tf.random.experimental.stateless_split(seed, num=num_clusters)
-    first = tf.random.stateless_uniform([], seeds[0], maxval=n, dtype=tf.int32)
-    centre = flat[first]
+    first = tf.random.stateless_uniform([], seed, maxval=n, dtype=tf.int32)
+    centre = tf.gather(flat, first)
     centroids = tf.tensor_scatter_nd_update(
-        tf.zeros([num_clusters, tf.shape(flat)[1]], flat.dtype), [[0]], centre[None]
+        tf.zeros([num_clusters, flat.shape[-1]], flat.dtype), [[0]], centre[None]
     )
     nearest = tf.reduce_sum(tf.square(flat - centre), axis=1)  # D² per row, (N,)
 
     def draw(i, centroids, nearest):
         weights = tf.where(tf.reduce_sum(nearest) > 0, nearest, tf.ones_like(nearest))
         pick = tf.random.stateless_categorical(
-            tf.math.log(weights)[None], 1, seeds[i], dtype=tf.int32
+            tf.math.log(weights)[None], 1, tf.stack([seed[0], seed[1] + i]), dtype=tf.int32
         )[0, 0]
-        centre = flat[pick]
+        centre = tf.gather(flat, pick)
         centroids = tf.tensor_scatter_nd_update(centroids, [[i]], centre[None])
         nearest = tf.minimum(nearest, tf.reduce_sum(tf.square(flat - centre), axis=1))
         return i + 1, centroids, nearest
 
     _, centroids, _ = tf.while_loop(
-        lambda i, *_: i < num_clusters, draw, (tf.constant(1), centroids, nearest)
+        lambda i, *_: i < num_clusters,
+        draw,
+        (tf.constant(1), centroids, nearest),
+        maximum_iterations=num_clusters - 1,
     )
     return centroids
 
