@@ -65,7 +65,7 @@ def kmeans_plus_plus(flat, num_clusters, seed):
     first = tf.random.stateless_uniform([], seed, maxval=n, dtype=tf.int32)
     centre = tf.gather(flat, first)
     centroids = tf.tensor_scatter_nd_update(
-        tf.zeros([num_clusters, flat.shape[-1]], flat.dtype), [[0]], centre[None]
+        tf.zeros([num_clusters, tf.shape(flat)[1]], flat.dtype), [[0]], centre[None]
     )
     nearest = tf.reduce_sum(tf.square(flat - centre), axis=1)  # D² per row, (N,)
 
