@@ -1,10 +1,11 @@
 """The ``tfvqvae`` command: a thin dispatcher over the training library.
 
-    tfvqvae pipeline [--preset quickstart] [...]   (train → extract-codes → train-prior → sample)
+    tfvqvae pipeline [--preset quickstart] [...]   (every command below, in order)
     tfvqvae train [--preset quickstart] [--out DIR] [...]
     tfvqvae extract-codes --run DIR [--splits train,test] [--out DIR] [...]
     tfvqvae train-prior --run DIR --level top|bottom [...]
     tfvqvae sample --run DIR [--num-samples 16] [--temperature 1.0] [--seed 0] [...]
+    tfvqvae export --model DIR --out OUT [--format savedmodel,tflite,onnx] [--verify] [...]
 
 Each subcommand lives in its own module with ``add_arguments(parser)`` and
 ``main(args)``; this file only wires them to argparse.
@@ -35,6 +36,10 @@ SUBCOMMANDS = {
     "sample": (
         "tfvqvae.training.sample",
         "sample codes from the priors (top, then bottom) and decode them to images",
+    ),
+    "export": (
+        "tfvqvae.export.cli",
+        "export a run to SavedModel (TF Serving), TFLite and ONNX; --verify compares with Keras",
     ),
 }
 

@@ -1,6 +1,7 @@
 """The whole of Algorithms 1 and 2 in one command: ``tfvqvae pipeline``.
 
     train the VQ-VAE → extract codes → train a prior per level → sample images
+    → export (SavedModel, TFLite, ONNX) → verify the exports against Keras
 
 Each stage is the library function behind its own subcommand (`train`,
 `extract_codes`, `train_prior`, `sample_images`), run in order on one run
@@ -8,6 +9,7 @@ folder; the README's quick start is ``tfvqvae pipeline --preset quickstart``.
 """
 
 import time
+from pathlib import Path
 
 from tfvqvae.training.extract_codes import extract_codes
 from tfvqvae.training.sample import sample_images
@@ -32,7 +34,7 @@ PRIOR_PRESETS = {
 
 
 def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=False,
-                 verbose="auto"):
+                 verbose="auto", export_formats=("savedmodel", "tflite", "onnx")):
     """Runs every stage on ``config.out``; returns a summary dict.
 
     Args:
@@ -43,6 +45,8 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
         seed: sampling seed.
         overwrite: start the run folder afresh.
         verbose: Keras verbosity of the training stages.
+        export_formats: formats exported to ``OUT/export`` and verified
+            against Keras; empty to skip the export.
     """
     start = time.perf_counter()
     summary = {"vqvae": train(config, overwrite=overwrite, verbose=verbose)["test"]}
@@ -58,6 +62,16 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
         )["test"]
     _, _, png = sample_images(config.out, num_samples=num_samples, seed=seed)
     summary["samples"] = str(png)
+    if export_formats:
+        from tfvqvae.export import export_run
+        from tfvqvae.export import verify_export
+
+        result = export_run(config.out, Path(config.out) / "export", formats=export_formats,
+                            overwrite=True)
+        summary["export"] = {
+            row.artifact: {"agreement_percent": row.agreement, "psnr_db": row.psnr_db}
+            for row in verify_export(result, config.out, num_images=256)
+        }
     summary["wall_time_s"] = round(time.perf_counter() - start, 1)
     return summary
 
@@ -68,6 +82,8 @@ def add_arguments(parser):
     parser.add_argument("--prior-epochs", type=int, help="epochs of each prior")
     parser.add_argument("--num-samples", type=int, default=16)
     parser.add_argument("--sample-seed", type=int, default=0)
+    parser.add_argument("--export-formats", default="savedmodel,tflite,onnx",
+                        help="formats to export and verify ('' to skip)")
 
 
 def main(args):
@@ -79,14 +95,18 @@ def main(args):
     prior_options = dict(PRIOR_PRESETS.get(args.preset, {}))
     if args.prior_epochs is not None:
         prior_options["epochs"] = args.prior_epochs
+    formats = tuple(f for f in args.export_formats.split(",") if f.strip())
     summary = run_pipeline(config, prior_options, args.num_samples, args.sample_seed,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, export_formats=formats)
     vq = summary["vqvae"]
     print(f"VQ-VAE test mse {vq['mse']:.5f}, psnr {vq['psnr_db']:.2f} dB")
     for key, value in summary.items():
         if key.startswith("prior_"):
             print(f"{key[6:]} prior: test {value['bits_per_dim']:.3f} bits/dim")
+    for artifact, row in summary.get("export", {}).items():
+        print(f"export {artifact}: {row['agreement_percent']:.2f} % codes equal to Keras, "
+              f"PSNR {row['psnr_db']:.2f} dB")
     print(f"wrote {config.out}/ (model.keras, reconstructions.png, codes/, prior-*/, "
-          f"{summary['samples']}) in {summary['wall_time_s']} s")
+          f"{summary['samples']}, export/) in {summary['wall_time_s']} s")
     return 0
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from tfvqvae.models.sampling import LEVEL_SEED_STRIDE
+
 from tfvqvae.training.images import save_png
 from tfvqvae.training.images import tile
 from tfvqvae.training.train_prior import load_vqvae
@@ -39,7 +41,7 @@ def sample_codes(priors, num_samples, labels=None, temperature=1.0, seed=0, meth
             labels=labels if prior.num_classes is not None else None,
             condition=codes["top"] if prior.is_conditioned else None,
             temperature=temperature,
-            seed=seed + 1000 * offset,
+            seed=seed + LEVEL_SEED_STRIDE * offset,
             method=method,
         )
     return codes

@@ -23,6 +23,10 @@ import weakref
 
 import tensorflow as tf
 
+# Levels of a hierarchy are sampled with seeds seed + LEVEL_SEED_STRIDE * i
+# (top first), so one seed fixes a whole sample.
+LEVEL_SEED_STRIDE = 1000
+
 # prior -> {(method, batch): traced sampler}; dies with the prior.
 _COMPILED = weakref.WeakKeyDictionary()
 
@@ -43,7 +47,7 @@ def sample(prior, method, batch, labels, condition, temperature, seed):
     cache = _COMPILED.setdefault(prior, {})
     key = (method, batch)
     if key not in cache:
-        build = _naive_sampler if method == "naive" else _cached_sampler
+        build = naive_sampler if method == "naive" else cached_sampler
         # NB: the traced function must not keep the prior alive, or the
         # weak-keyed cache would never let go of it.
         cache[key] = tf.function(build(weakref.proxy(prior), batch))
@@ -59,8 +63,12 @@ def _pick(logits, noise, temperature):
     return tf.argmax(logits / temperature + noise, axis=-1, output_type=tf.int32)
 
 
-def _naive_sampler(prior, batch):
-    """H·W full forward passes; the function returns int32 (B, H, W)."""
+def naive_sampler(prior, batch):
+    """A function (labels, condition, temperature, seed) → int32 (B, H, W).
+
+    H·W full forward passes. ``batch`` may be an int or a scalar tensor; wrap
+    the function in ``tf.function`` (as `sample` does, or an exporter).
+    """
     height, width = prior.code_shape
 
     def run(labels, condition, temperature, seed):
@@ -91,8 +99,8 @@ def _drop_none(value):
     return value if value is not None else tf.zeros([0], tf.int32)
 
 
-def _cached_sampler(prior, batch):
-    """Cached sampling; the function returns int32 (B, H, W), equal to naive."""
+def cached_sampler(prior, batch):
+    """Like `naive_sampler`, with cached activations: the same maps, much faster."""
     height, width = prior.code_shape
     k = prior.kernel_size
     c = k // 2

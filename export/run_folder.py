@@ -1,0 +1,201 @@
+"""A ``tfvqvae train`` run folder, as the exporters read it.
+
+    RUN/model.keras          the trained VQVAE / VQVAE2 (required)
+    RUN/config.json          its TrainConfig: dataset, data_dir, image_size
+    RUN/prior-top/model.keras, RUN/prior-bottom/model.keras
+                             priors of ``tfvqvae train-prior`` (optional)
+
+The exported graphs have a fixed image height and width: the run's
+``image_size``, or the dataset's own size when the run did not resize.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tfvqvae.data import from_numpy
+from tfvqvae.data import load_dataset
+from tfvqvae.models.autoencoder import QuantizedAutoencoder
+from tfvqvae.models.pixelcnn_prior import PixelCNNPrior
+from tfvqvae.training.train_prior import prior_dir
+
+
+@dataclasses.dataclass
+class RunFolder:
+    """A loaded run folder (see `load_run`).
+
+    Attributes:
+        path: the folder.
+        name: its name (the default model name of an export).
+        model: the trained `VQVAE` or `VQVAE2`.
+        config: ``config.json`` as a dict (empty when the file is missing).
+        image_shape: (H, W, C) of the exported graphs.
+        priors: {level: `PixelCNNPrior`} of the priors found, top first.
+        data_dir: the data folder images are read from (``config.json``'s
+            unless overridden).
+    """
+
+    path: Path
+    name: str
+    model: QuantizedAutoencoder
+    config: dict
+    image_shape: tuple
+    priors: dict
+    data_dir: str | None = None
+
+    @property
+    def has_all_priors(self):
+        """True when every level of the model has a prior (the sampler can be exported)."""
+        return set(self.priors) == set(self.model.levels)
+
+    @property
+    def missing_priors(self):
+        """Levels without a prior, top first."""
+        return [level for level in self.model.levels if level not in self.priors]
+
+    def images(self, split, count=None, seed=None):
+        """float32 images (N, H, W, C) in [0, 1] of ``split``, resized like in training.
+
+        Args:
+            split: "train" or "test". "train" draws from the images the run
+                trained on (the first ``max_train_examples`` when it was set).
+            count: how many; None for all of them.
+            seed: None takes the first ``count`` images; an int draws
+                ``count`` of them at random (without replacement, in order).
+        """
+        dataset_name = self.config.get("dataset")
+        if not dataset_name:
+            raise ValueError(
+                f"{self.path / 'config.json'} names no dataset: the run's images cannot be "
+                "loaded (verification and int8 calibration need them)."
+            )
+        dataset = load_dataset(dataset_name, split, data_dir=self.data_dir)
+        limit = self.config.get("max_train_examples") if split == "train" else None
+        total = min(len(dataset), limit) if limit else len(dataset)
+        count = total if count is None else min(int(count), total)
+        if seed is None:
+            indices = np.arange(count)
+        else:
+            indices = np.sort(np.random.default_rng(seed).choice(total, count, replace=False))
+        subset = from_numpy(dataset.images[indices], name=dataset.name)
+        height, width, _ = self.image_shape
+        batches = subset.to_tf_dataset(max(count, 1), image_size=(height, width))
+        return np.concatenate([batch.numpy() for batch in batches])
+
+
+def _check_folder(path):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Run folder not found: {path}")
+    if not path.is_dir():
+        raise NotADirectoryError(
+            f"--model must be a run folder of `tfvqvae train`; {path} is a file."
+        )
+    if not (path / "model.keras").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a tfvqvae run folder: it has no model.keras "
+            f"(train one with `tfvqvae train --out {path}`)."
+        )
+    return path
+
+
+def _load_keras(path, what):
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many kinds for a damaged file
+        raise ValueError(f"Could not load the {what} {path}: {error}") from error
+
+
+def _image_shape(model, config, image_size, data_dir, path):
+    size = image_size if image_size is not None else config.get("image_size")
+    if size is not None:
+        if isinstance(size, int):
+            height = width = size
+        else:
+            height, width = size
+    else:
+        if not config.get("dataset"):
+            raise FileNotFoundError(
+                f"{path / 'config.json'} is missing or names no dataset: pass image_size "
+                "(--image-size) to fix the exported image size."
+            )
+        height, width, _ = load_dataset(config["dataset"], "test", data_dir=data_dir).image_shape
+    multiple = model.size_multiple
+    if height % multiple or width % multiple:
+        raise ValueError(
+            f"Image height and width must be divisible by {multiple} for this "
+            f"{type(model).__name__}. Received: image size {height}x{width}"
+        )
+    return int(height), int(width), int(model.image_channels)
+
+
+def _check_prior(prior, level, model, image_shape, path):
+    if not isinstance(prior, PixelCNNPrior):
+        raise ValueError(f"{path} holds a {type(prior).__name__}, not a PixelCNNPrior.")
+    shapes = model.code_shapes(image_shape[:2])
+    expected = (model.level_num_embeddings[level], tuple(shapes[level]))
+    found = (prior.num_embeddings, tuple(prior.code_shape))
+    if found != expected:
+        raise ValueError(
+            f"The {level} prior at {path} models {found[0]} codes on a {found[1]} map, but "
+            f"the model's {level} level has {expected[0]} codes on a {expected[1]} map at "
+            f"image size {image_shape[0]}x{image_shape[1]}."
+        )
+    if prior.is_conditioned:
+        top = (model.level_num_embeddings["top"], tuple(shapes["top"]))
+        condition = (prior.condition_num_embeddings, tuple(prior.condition_shape))
+        if level == "top" or condition != top:
+            raise ValueError(
+                f"The {level} prior at {path} is conditioned on {condition[0]} codes on a "
+                f"{condition[1]} map, which is not the model's top level {top}."
+            )
+
+
+def load_run(path, image_size=None, data_dir=None):
+    """Loads a ``tfvqvae train`` run folder for export.
+
+    Args:
+        path: the run folder (``model.keras``, ``config.json``, optional
+            ``prior-<level>/model.keras``).
+        image_size: int or (H, W) of the exported graphs. Defaults to the
+            run's ``image_size`` (or the dataset's size when it is None).
+        data_dir: data folder for the run's images. Defaults to the run's
+            ``data_dir``.
+
+    Returns:
+        A `RunFolder`.
+
+    Raises:
+        FileNotFoundError: the folder or its model.keras is missing.
+        NotADirectoryError: ``path`` is a file.
+        ValueError: model.keras is not a VQ-VAE, or a prior does not fit it.
+    """
+    path = _check_folder(path)
+    model = _load_keras(path / "model.keras", "model")
+    if not isinstance(model, QuantizedAutoencoder):
+        raise ValueError(
+            f"{path / 'model.keras'} holds a {type(model).__name__}, not a tfvqvae VQVAE or VQVAE2."
+        )
+    config_path = path / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    data_dir = data_dir if data_dir is not None else config.get("data_dir")
+    image_shape = _image_shape(model, config, image_size, data_dir, path)
+    priors = {}
+    for level in model.levels:
+        prior_path = prior_dir(path, level) / "model.keras"
+        if prior_path.is_file():
+            prior = _load_keras(prior_path, f"{level} prior")
+            _check_prior(prior, level, model, image_shape, prior_path)
+            priors[level] = prior
+    return RunFolder(
+        path=path,
+        name=path.resolve().name,
+        model=model,
+        config=config,
+        image_shape=image_shape,
+        priors=priors,
+        data_dir=data_dir,
+    )

@@ -1,0 +1,208 @@
+"""The exported functions, shared by every format: named inputs and outputs.
+
+With B the (dynamic) batch size, (H, W, C) the run's image shape and (h, w)
+each level's code map (``model.code_shapes((H, W))``)::
+
+    encode       images float32 (B, H, W, C)            -> <level>_codes int32 (B, h, w)
+    decode       <level>_codes int32 (B, h, w)           -> images float32 (B, H, W, C)
+    reconstruct  images float32 (B, H, W, C)            -> reconstructions float32 (B, H, W, C)
+    sample       seed int64 (), temperature float32 (),
+                 labels int32 (B,)  or  num_samples int32 ()
+                                                         -> <level>_codes int32, images float32
+
+``<level>`` is ``top`` for a VQVAE and ``top``, ``bottom`` for a VQVAE2 (the
+levels API: ``model.levels``). Images are float32 in [0, 1]; the images that
+come out are the decoder's output, not clipped (as ``model.decode``).
+
+Checks inside the graphs. Each input's height, width and channels are
+checked at run time (a signature called from Python accepts any shape
+otherwise). A code outside [0, K) fails the ``decode`` call, never silently:
+the SavedModel raises InvalidArgumentError "<level>_codes must lie in
+[0, K)"; the TFLite and ONNX converters drop assertions, so the graph also
+replaces every out-of-range code by K before the codebook lookup, and the
+lookup (TFLite GATHER, onnxruntime Gather) fails on it. Without that step
+ONNX would wrap negative codes around (Gather accepts -K..-1).
+
+``sample`` (SavedModel only) runs the library's own samplers
+(`tfvqvae.models.sampling`, naive or cached) for every level, top first, the
+bottom level given the sampled top codes, with the seeds that
+`tfvqvae.training.sample.sample_codes` uses (``seed + 1000 * level index``):
+the same seed and temperature give the same codes and images as in Keras.
+"""
+
+import tensorflow as tf
+
+from tfvqvae.models import sampling
+
+# Seed of level i is seed + LEVEL_SEED_STRIDE * i, as in training.sample.sample_codes.
+LEVEL_SEED_STRIDE = sampling.LEVEL_SEED_STRIDE
+
+SAMPLE_METHODS = ("cached", "naive")
+
+
+def code_name(level):
+    """The input / output name of a level's codes: ``<level>_codes``."""
+    return f"{level}_codes"
+
+
+def image_spec(image_shape, name="images"):
+    """TensorSpec (None, H, W, C) float32 of the image inputs."""
+    return tf.TensorSpec([None, *image_shape], tf.float32, name=name)
+
+
+def code_specs(model, image_shape):
+    """[TensorSpec (None, h, w) int32] of each level's codes, top first."""
+    shapes = model.code_shapes(tuple(image_shape[:2]))
+    return [
+        tf.TensorSpec([None, *shapes[level]], tf.int32, name=code_name(level))
+        for level in model.levels
+    ]
+
+
+def _checked_shape(tensor, expected, name):
+    """``tensor`` once its shape after the batch axis is ``expected`` (checked at run time)."""
+    expected = [int(size) for size in expected]
+    shape_text = ", ".join(["batch", *map(str, expected)])
+    check = tf.debugging.assert_equal(
+        tf.shape(tensor)[1:],
+        tf.constant(expected, tf.int32),
+        message=f"{name} must have shape ({shape_text})",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
+def _guarded_codes(codes, num_embeddings, name):
+    """Codes checked to lie in [0, K); any that do not become K (see the module docstring)."""
+    valid = (codes >= 0) & (codes < num_embeddings)
+    check = tf.debugging.Assert(
+        tf.reduce_all(valid),
+        [f"{name} must lie in [0, {num_embeddings}). Received min and max:",
+         tf.reduce_min(codes), tf.reduce_max(codes)],
+    )
+    with tf.control_dependencies([check]):
+        # NB: not a clip. K is out of range for every runtime's gather, so a
+        # converted graph (whose assertion was dropped) fails too.
+        return tf.where(valid, codes, tf.constant(num_embeddings, codes.dtype))
+
+
+def make_encode(model, image_shape):
+    """encode(images) -> {<level>_codes: int32 (B, h, w)}."""
+
+    def encode(images):
+        images = _checked_shape(images, image_shape, "images")
+        codes = model.encode_levels(images)
+        return {code_name(level): codes[level] for level in model.levels}
+
+    return encode, [image_spec(image_shape)]
+
+
+def make_decode(model, image_shape):
+    """decode(<level>_codes, ...) -> {images: float32 (B, H, W, C)}."""
+    specs = code_specs(model, image_shape)
+    num_embeddings = model.level_num_embeddings
+
+    def decode(*codes):
+        batch = tf.shape(codes[0])[0]
+        checked = {}
+        for level, spec, level_codes in zip(model.levels, specs, codes):
+            name = code_name(level)
+            level_codes = _checked_shape(level_codes, spec.shape[1:], name)
+            if len(codes) > 1:
+                same_batch = tf.debugging.assert_equal(
+                    tf.shape(level_codes)[0], batch,
+                    message="All code maps must have the same batch size",
+                )
+                with tf.control_dependencies([same_batch]):
+                    level_codes = tf.identity(level_codes)
+            checked[level] = _guarded_codes(level_codes, num_embeddings[level], name)
+        return {"images": model.decode_levels(checked)}
+
+    return decode, specs
+
+
+def make_reconstruct(model, image_shape):
+    """reconstruct(images) -> {reconstructions: float32}: decode(encode(images))."""
+
+    def reconstruct(images):
+        images = _checked_shape(images, image_shape, "images")
+        return {"reconstructions": model.decode_levels(model.encode_levels(images))}
+
+    return reconstruct, [image_spec(image_shape)]
+
+
+def sample_num_classes(priors):
+    """The number of classes the priors are conditioned on, or None."""
+    counts = {prior.num_classes for prior in priors.values()} - {None}
+    if len(counts) > 1:
+        raise ValueError(
+            f"The priors are conditioned on different numbers of classes: {sorted(counts)}"
+        )
+    return counts.pop() if counts else None
+
+
+def make_sample(model, priors, method="cached"):
+    """sample(seed, temperature, labels | num_samples) -> codes of every level and images.
+
+    Args:
+        model: the VQVAE / VQVAE2.
+        priors: {level: PixelCNNPrior} for every level of ``model``.
+        method: "cached" or "naive": which sampler runs inside the graph
+            (both give the same codes). Defaults to "cached".
+    """
+    if method not in SAMPLE_METHODS:
+        raise ValueError(f"`method` must be 'cached' or 'naive'. Received: method={method!r}")
+    missing = [level for level in model.levels if level not in priors]
+    if missing:
+        raise ValueError(f"The sample signature needs a prior for every level; missing: {missing}")
+    num_classes = sample_num_classes(priors)
+    build = sampling.cached_sampler if method == "cached" else sampling.naive_sampler
+    empty = tf.zeros([0], tf.int32)
+
+    def draw(seed, temperature, labels, batch):
+        positive = tf.debugging.assert_positive(
+            temperature, message="temperature must be positive"
+        )
+        with tf.control_dependencies([positive]):
+            temperature = tf.identity(temperature)
+        codes = {}
+        for index, level in enumerate(model.levels):
+            prior = priors[level]
+            run = build(prior, batch)
+            codes[level] = run(
+                labels if prior.num_classes is not None else empty,
+                codes["top"] if prior.is_conditioned else empty,
+                temperature,
+                seed + LEVEL_SEED_STRIDE * index,
+            )
+        outputs = {code_name(level): codes[level] for level in model.levels}
+        outputs["images"] = model.decode_levels(codes)
+        return outputs
+
+    scalars = [
+        tf.TensorSpec([], tf.int64, name="seed"),
+        tf.TensorSpec([], tf.float32, name="temperature"),
+    ]
+    if num_classes is not None:
+
+        def sample(seed, temperature, labels):
+            message = f"labels must lie in [0, {num_classes})"
+            in_range = [
+                tf.debugging.assert_non_negative(labels, message=message),
+                tf.debugging.assert_less(labels, num_classes, message=message),
+            ]
+            with tf.control_dependencies(in_range):
+                labels = tf.identity(labels)
+            return draw(seed, temperature, labels, tf.shape(labels)[0])
+
+        return sample, [*scalars, tf.TensorSpec([None], tf.int32, name="labels")]
+
+    def sample(seed, temperature, num_samples):
+        positive = tf.debugging.assert_positive(
+            num_samples, message="num_samples must be positive"
+        )
+        with tf.control_dependencies([positive]):
+            num_samples = tf.identity(num_samples)
+        return draw(seed, temperature, empty, num_samples)
+
+    return sample, [*scalars, tf.TensorSpec([], tf.int32, name="num_samples")]
