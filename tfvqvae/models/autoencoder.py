@@ -30,6 +30,7 @@ import tensorflow as tf
 from tfvqvae.layers.vector_quantizer import VectorQuantizer
 from tfvqvae.layers.vector_quantizer_ema import VectorQuantizerEMA
 from tfvqvae.metrics import CodebookUsage
+from tfvqvae.validation import positive_int
 
 
 def unpack_images(data):
@@ -58,6 +59,19 @@ class QuantizedAutoencoder(keras.Model):
     """Base class of `VQVAE` and `VQVAE2` (see the module docstring)."""
 
     size_multiple = 1
+
+    def _init_sizes(self, image_channels, hidden_channels, residual_channels,
+                    num_residual_layers, data_variance):
+        """Validates and stores the constructor arguments both models share."""
+        self.image_channels = positive_int("image_channels", image_channels)
+        self.hidden_channels = positive_int("hidden_channels", hidden_channels)
+        self.residual_channels = positive_int("residual_channels", residual_channels)
+        self.num_residual_layers = positive_int("num_residual_layers", num_residual_layers)
+        if not data_variance > 0:
+            raise ValueError(
+                f"`data_variance` must be positive. Received: data_variance={data_variance!r}"
+            )
+        self.data_variance = float(data_variance)
 
     def _init_metrics(self):
         quantizers = self._level_quantizers()

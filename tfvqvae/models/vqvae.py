@@ -77,16 +77,9 @@ class VQVAE(QuantizedAutoencoder):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.image_channels = positive_int("image_channels", image_channels)
-        self.hidden_channels = positive_int("hidden_channels", hidden_channels)
-        self.residual_channels = positive_int("residual_channels", residual_channels)
-        self.num_residual_layers = positive_int("num_residual_layers", num_residual_layers)
+        self._init_sizes(image_channels, hidden_channels, residual_channels,
+                         num_residual_layers, data_variance)
         self.num_downsamples = positive_int("num_downsamples", num_downsamples)
-        if not data_variance > 0:
-            raise ValueError(
-                f"`data_variance` must be positive. Received: data_variance={data_variance!r}"
-            )
-        self.data_variance = float(data_variance)
         quantizer = quantizer_argument("quantizer", quantizer)
         self.quantizer = quantizer
         sizes = (

@@ -38,7 +38,6 @@ import tensorflow as tf
 from tfvqvae.layers.residual_stack import ResidualStack
 from tfvqvae.models.autoencoder import QuantizedAutoencoder
 from tfvqvae.models.autoencoder import quantizer_argument
-from tfvqvae.validation import positive_int
 
 # Image size divided by each level's code-map size.
 _TOP_FACTOR = 8
@@ -178,15 +177,8 @@ class VQVAE2(QuantizedAutoencoder):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.image_channels = positive_int("image_channels", image_channels)
-        self.hidden_channels = positive_int("hidden_channels", hidden_channels)
-        self.residual_channels = positive_int("residual_channels", residual_channels)
-        self.num_residual_layers = positive_int("num_residual_layers", num_residual_layers)
-        if not data_variance > 0:
-            raise ValueError(
-                f"`data_variance` must be positive. Received: data_variance={data_variance!r}"
-            )
-        self.data_variance = float(data_variance)
+        self._init_sizes(image_channels, hidden_channels, residual_channels,
+                         num_residual_layers, data_variance)
         top_quantizer = quantizer_argument("top_quantizer", top_quantizer, seed=0)
         bottom_quantizer = quantizer_argument("bottom_quantizer", bottom_quantizer, seed=1)
         if top_quantizer is bottom_quantizer:
