@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.models.prior_helpers import conditioning_inputs
+from tests.models.prior_helpers import randomise
 from tfvqvae import PixelCNNPrior
 
 K = 7
@@ -33,34 +35,6 @@ def make_prior(cond=None, k=3, blocks=3, shape=(5, 6), num_embeddings=K, hidden=
         )
     options.update(kwargs)
     return PixelCNNPrior(num_embeddings, shape, **options)
-
-
-def randomise(model, seed=0):
-    """Random weights everywhere (fan-in scaled kernels, unit embeddings, non-zero biases)."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        shape = tuple(w.shape)
-        if "embedding" in w.path:
-            scale = 1.0
-        elif len(shape) == 1:
-            scale = 0.2
-        else:
-            scale = 1.0 / math.sqrt(np.prod(shape[:-1]))
-        w.assign(rng.normal(scale=scale, size=shape).astype(np.float32))
-    return model
-
-
-def extra_inputs(model, n, seed=0):
-    """Random labels / condition for a conditioned prior ({} otherwise)."""
-    rng = np.random.default_rng(seed)
-    extra = {}
-    if model.num_classes is not None:
-        extra["labels"] = rng.integers(0, model.num_classes, n).astype(np.int32)
-    if model.is_conditioned:
-        extra["condition"] = rng.integers(
-            0, model.condition_num_embeddings, (n,) + model.condition_shape
-        ).astype(np.int32)
-    return extra
 
 
 def logits(model, codes, extra):
@@ -178,7 +152,7 @@ def test_prior_is_causal_with_the_expected_receptive_field(cond, k):
     rows = np.arange(trials * n)
     perturbed = base.copy()
     perturbed[rows, position] = (base[rows, position] + rng.integers(1, K, trials * n)) % K
-    extra = extra_inputs(model, trials * n)
+    extra = conditioning_inputs(model, trials * n)
     a = logits(model, base.reshape(-1, height, width), extra)
     b = logits(model, perturbed.reshape(-1, height, width), extra)
     changed = np.any(a != b, axis=-1).reshape(trials, n, height, width)
@@ -260,7 +234,7 @@ def test_conditioning_matters():
 
 def test_output_shape_and_dtype():
     model = make_prior("both", k=5, blocks=2)
-    out = model({"codes": np.zeros((3, 5, 6), np.int32), **extra_inputs(model, 3)})
+    out = model({"codes": np.zeros((3, 5, 6), np.int32), **conditioning_inputs(model, 3)})
     assert out.shape == (3, 5, 6, K) and out.dtype == tf.float32
     # A bare tensor is the codes of an unconditioned prior.
     plain = make_prior(None)
@@ -278,7 +252,7 @@ def test_evaluate_nll_matches_numpy(cond):
     n = 10
     rng = np.random.default_rng(5)
     codes = rng.integers(0, K, (n, 5, 6)).astype(np.int32)
-    extra = extra_inputs(model, n, seed=6)
+    extra = conditioning_inputs(model, n, seed=6)
     inputs = {"codes": codes, **extra}
     log_p = np_log_softmax(logits(model, codes, extra))
     per_code = -np.take_along_axis(log_p, codes[..., None].astype(np.int64), -1)[..., 0]
@@ -421,7 +395,7 @@ def test_inconsistent_batch_sizes_in_call():
         model = make_prior(cond)
         for size in (1, 3):
             try:
-                model({"codes": np.zeros((4, 5, 6), np.int32), **extra_inputs(model, size)})
+                model({"codes": np.zeros((4, 5, 6), np.int32), **conditioning_inputs(model, size)})
                 outcomes[cond, size] = "no error"
             except Exception as error:  # noqa: BLE001 - recorded and checked below
                 message = str(error)
@@ -459,7 +433,7 @@ def test_save_load_round_trip(tmp_path):
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, PixelCNNPrior)
     assert loaded.get_config() == model.get_config()
-    extra = extra_inputs(model, 3, seed=9)
+    extra = conditioning_inputs(model, 3, seed=9)
     codes = np.random.default_rng(9).integers(0, K, (3, 4, 4))
     np.testing.assert_array_equal(logits(loaded, codes, extra), logits(model, codes, extra))
     a = model.sample(labels=extra["labels"], condition=extra["condition"], seed=4)

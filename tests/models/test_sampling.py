@@ -5,7 +5,6 @@ prior's logits (chi-square), or with hand-set logits (one-hot bias, all equal).
 """
 
 import gc
-import math
 import weakref
 
 import keras
@@ -13,6 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from tests.models.prior_helpers import conditioning_inputs
+from tests.models.prior_helpers import randomise
 from tfvqvae import PixelCNNPrior
 from tfvqvae.models import sampling
 
@@ -27,31 +28,9 @@ def make_prior(cond=None, shape=(3, 3), k=3, blocks=2, num_embeddings=K, seed=0,
     if cond in ("spatial", "both"):
         options.update(condition_num_embeddings=5, condition_shape=(shape[0], 1),
                        condition_channels=4)
-    model = PixelCNNPrior(num_embeddings, shape, **options)
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        size = tuple(w.shape)
-        if "embedding" in w.path:
-            scale = 1.0
-        elif len(size) == 1:
-            scale = 0.2
-        else:
-            scale = 1.0 / math.sqrt(np.prod(size[:-1]))
-        w.assign(rng.normal(scale=scale, size=size).astype(np.float32))
+    model = randomise(PixelCNNPrior(num_embeddings, shape, **options), seed)
     model.head_logits.kernel.assign(model.head_logits.kernel * sharpen)
     return model
-
-
-def conditioning(model, batch, seed=0):
-    rng = np.random.default_rng(seed)
-    extra = {}
-    if model.num_classes is not None:
-        extra["labels"] = rng.integers(0, model.num_classes, batch).astype(np.int32)
-    if model.is_conditioned:
-        extra["condition"] = rng.integers(
-            0, model.condition_num_embeddings, (batch,) + model.condition_shape
-        ).astype(np.int32)
-    return extra
 
 
 def teacher_forced_logits(model, codes, extra):
@@ -80,7 +59,7 @@ def test_cached_equals_naive(cond, shape, k, blocks, batches):
     """Same seed, same maps, for both temperatures and two seeds."""
     model = make_prior(cond, shape, k, blocks, seed=k + blocks)
     for batch in batches:
-        extra = conditioning(model, batch, seed=batch)
+        extra = conditioning_inputs(model, batch, seed=batch)
         size = {} if extra else {"num_samples": batch}
         for temperature in (1.0, 0.5):
             for seed in (0, 7):
@@ -117,7 +96,7 @@ def test_samples_follow_gumbel_max_of_teacher_forced_logits():
     """Every sampled code is argmax(logits / T + g) for the prior's logits at that
     position given the sampled codes before it, g the seed's Gumbel noise."""
     model = make_prior("both", (4, 5), 5, seed=2)
-    extra = conditioning(model, 3, seed=2)
+    extra = conditioning_inputs(model, 3, seed=2)
     temperature, seed = 0.7, 11
     codes = model.sample(**extra, temperature=temperature, seed=seed).numpy()
     noise = np.asarray(sampling.gumbel_noise(3, 4, 5, K, seed), np.float64)  # (H, W, B, K)
@@ -132,7 +111,7 @@ def test_one_code_overwhelmingly_likely():
     model = make_prior("spatial", (3, 4), 3, seed=3)
     model.head_logits.kernel.assign(np.zeros(model.head_logits.kernel.shape, np.float32))
     model.head_logits.bias.assign(50.0 * np.eye(K, dtype=np.float32)[4])
-    extra = conditioning(model, 3, seed=3)
+    extra = conditioning_inputs(model, 3, seed=3)
     for method in ("cached", "naive"):
         for temperature in (1.0, 0.5):
             codes = model.sample(**extra, temperature=temperature, seed=1, method=method).numpy()

@@ -13,21 +13,11 @@ from tfvqvae.training import TrainConfig
 from tfvqvae.training import build_model
 from tfvqvae.training import train
 
-TINY = dict(
-    model="vqvae2",
-    dataset="digits",
-    image_size=16,
-    max_train_examples=256,
-    epochs=1,
-    batch_size=64,
-    learning_rate=2e-3,
-    num_embeddings=16,
-    embedding_dim=4,
-    hidden_channels=16,
-    residual_channels=8,
-    num_residual_layers=1,
-    grid_pairs=4,
-)
+from tests.training.test_train import TINY as SINGLE_LEVEL_TINY
+
+# The single-level TINY run, as VQ-VAE-2: 16x16 images (top 2x2, bottom 4x4).
+TINY = {**SINGLE_LEVEL_TINY, "model": "vqvae2", "image_size": 16, "epochs": 1,
+        "num_downsamples": 2}
 
 
 def tiny_config(out, **overrides):
