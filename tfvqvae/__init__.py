@@ -1,7 +1,8 @@
 """tfvqvae: VQ-VAE and VQ-VAE-2 for TensorFlow / Keras 3.
 
 Public names: the quantiser layers `VectorQuantizer` and `VectorQuantizerEMA`,
-the `VQVAE` and `VQVAE2` models, the `PixelCNNPrior` and its layers
+the `VQVAE` and `VQVAE2` models, strategy and precision set-up in
+`tfvqvae.distribute`, the `PixelCNNPrior` and its layers
 `MaskedConv2D` and `GatedBlock`, the metrics in `tfvqvae.metrics` and the
 datasets in `tfvqvae.data`. The command-line programs live in
 `tfvqvae.training` and the exporters in `tfvqvae.export`; the library never
@@ -20,6 +21,7 @@ if (_root / "setup.py").is_file() and (_root / "training" / "__init__.py").is_fi
     __path__.append(str(_root))
 del _Path, _root
 
+from tfvqvae import distribute
 from tfvqvae.layers import GatedBlock
 from tfvqvae.layers import MaskedConv2D
 from tfvqvae.layers import QuantizerOutput
@@ -44,4 +46,5 @@ __all__ = [
     "VQVAE2",
     "VectorQuantizer",
     "VectorQuantizerEMA",
+    "distribute",
 ]

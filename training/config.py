@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from tfvqvae.data import DEFAULT_DATASET
+from tfvqvae.distribute import policy_name
 
 
 @dataclasses.dataclass
@@ -12,7 +13,11 @@ class TrainConfig:
     """Everything ``tfvqvae train`` needs; saved as ``OUT/config.json``.
 
     Model sizes follow the VQ-VAE paper's CIFAR-10 setting (Sonnet's
-    notebook) unless a preset says otherwise. ``model`` is "vqvae" (one code
+    notebook) unless a preset says otherwise. ``batch_size`` is the global
+    batch: with R replicas each computes on ``batch_size / R`` images per step
+    and the step equals one on the whole batch. ``mixed_precision``
+    ("float16", "bfloat16" or None) picks Keras' ``mixed_*`` policy; the
+    quantisers keep float32. ``jit_compile`` compiles the train step with XLA. ``model`` is "vqvae" (one code
     level at 1 / 2**num_downsamples) or "vqvae2" (top codes at 1/8, bottom
     codes at 1/4, both quantisers built from the same quantiser settings).
     """
@@ -40,8 +45,15 @@ class TrainConfig:
     normalize_mse: bool = True
     seed: int = 0
     grid_pairs: int = 16
+    mixed_precision: str | None = None
+    jit_compile: bool = False
 
     def __post_init__(self):
+        policy_name(self.mixed_precision)  # raises on anything but None/float16/bfloat16
+        if not isinstance(self.jit_compile, bool):
+            raise ValueError(
+                f"jit_compile must be True or False. Received: jit_compile={self.jit_compile!r}"
+            )
         if self.model not in ("vqvae", "vqvae2"):
             raise ValueError(
                 f"model must be 'vqvae' or 'vqvae2'. Received: model={self.model!r}"

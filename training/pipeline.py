@@ -12,9 +12,14 @@ import time
 from pathlib import Path
 
 from tfvqvae.training.extract_codes import extract_codes
+from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
+from tfvqvae.training.resumable import in_multi_worker_mode
+from tfvqvae.training.resumable import resolve_strategy
 from tfvqvae.training.sample import sample_images
 from tfvqvae.training.train import add_arguments as add_train_arguments
+from tfvqvae.training.train import backup_every_from_args
 from tfvqvae.training.train import config_from_args
+from tfvqvae.training.train import strategy_from_args
 from tfvqvae.training.train import train
 from tfvqvae.training.train_prior import PriorConfig
 from tfvqvae.training.train_prior import train_prior
@@ -34,7 +39,8 @@ PRIOR_PRESETS = {
 
 
 def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=False,
-                 verbose="auto", export_formats=("savedmodel", "tflite", "onnx")):
+                 verbose="auto", export_formats=("savedmodel", "tflite", "onnx"),
+                 strategy=None, backup_every=DEFAULT_BACKUP_EVERY):
     """Runs every stage on ``config.out``; returns a summary dict.
 
     Args:
@@ -47,18 +53,33 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
         verbose: Keras verbosity of the training stages.
         export_formats: formats exported to ``OUT/export`` and verified
             against Keras; empty to skip the export.
+        strategy: the training stages' strategy (None, a name or a
+            ``tf.distribute.Strategy``); one process only, since extraction,
+            sampling and export run here too.
+        backup_every: steps between mid-epoch backups of the training stages.
+
+    The priors take ``config``'s ``mixed_precision`` and ``jit_compile``
+    unless ``prior_options`` sets them.
     """
     start = time.perf_counter()
-    summary = {"vqvae": train(config, overwrite=overwrite, verbose=verbose)["test"]}
+    strategy = resolve_strategy(strategy)
+    if in_multi_worker_mode(strategy):
+        raise ValueError(
+            "pipeline runs in one process; for multi-worker training run "
+            "`tfvqvae train` / `train-prior` on every worker, then the other stages."
+        )
+    summary = {"vqvae": train(config, overwrite=overwrite, verbose=verbose,
+                              strategy=strategy, backup_every=backup_every)["test"]}
     paths = extract_codes(config.out, overwrite=True)
     summary["codes"] = {split: str(path) for split, path in paths.items()}
     levels = ("top", "bottom") if getattr(config, "model", "vqvae") == "vqvae2" else ("top",)
     for level in levels:
-        prior_config = PriorConfig(
-            run=config.out, level=level, seed=config.seed, **(prior_options or {})
-        )
+        options = {"mixed_precision": config.mixed_precision,
+                   "jit_compile": config.jit_compile, **(prior_options or {})}
+        prior_config = PriorConfig(run=config.out, level=level, seed=config.seed, **options)
         summary[f"prior_{level}"] = train_prior(
-            prior_config, overwrite=True, verbose=verbose
+            prior_config, overwrite=True, verbose=verbose,
+            strategy=strategy, backup_every=backup_every,
         )["test"]
     _, _, png = sample_images(config.out, num_samples=num_samples, seed=seed)
     summary["samples"] = str(png)
@@ -97,7 +118,9 @@ def main(args):
         prior_options["epochs"] = args.prior_epochs
     formats = tuple(f for f in args.export_formats.split(",") if f.strip())
     summary = run_pipeline(config, prior_options, args.num_samples, args.sample_seed,
-                           overwrite=args.overwrite, export_formats=formats)
+                           overwrite=args.overwrite, export_formats=formats,
+                           strategy=strategy_from_args(args),
+                           backup_every=backup_every_from_args(args))
     vq = summary["vqvae"]
     print(f"VQ-VAE test mse {vq['mse']:.5f}, psnr {vq['psnr_db']:.2f} dB")
     for key, value in summary.items():

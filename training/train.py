@@ -30,11 +30,23 @@ import tfvqvae
 from tfvqvae import atomic
 from tfvqvae.data import load_dataset
 from tfvqvae.metrics import psnr
-from tfvqvae.training.checkpoints import EpochCheckpoint
-from tfvqvae.training.checkpoints import latest_checkpoint
+from tfvqvae.distribute import STRATEGIES
+from tfvqvae.distribute import build_strategy
+from tfvqvae.distribute import check_jit_compile
+from tfvqvae.distribute import is_chief
+from tfvqvae.distribute import per_replica_batch_size
+from tfvqvae.distribute import precision_policy
+from tfvqvae.distribute import split_cpu
+from tfvqvae.training.checkpoints import latest_state
 from tfvqvae.training.config import PRESETS
 from tfvqvae.training.config import TrainConfig
 from tfvqvae.training.images import save_reconstruction_grid
+from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
+from tfvqvae.training.resumable import batch_distribution_options
+from tfvqvae.training.resumable import in_multi_worker_mode
+from tfvqvae.training.resumable import resolve_strategy
+from tfvqvae.training.resumable import resumable_fit
+from tfvqvae.training.resumable import write_folder
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +84,14 @@ def build_model(config, data_variance=1.0, image_channels=1):
     )
 
 
-def _prepare_output(out, resume, overwrite):
+def _prepare_output(out, resume, overwrite, config=None, config_class=None):
+    """Creates ``out``; returns ``(out, resume)``.
+
+    A non-empty ``out`` needs ``resume`` or ``overwrite``, except that the
+    same command run again (an identical saved ``config.json``, a checkpoint,
+    no ``metrics.json`` yet) continues the interrupted run: that is what
+    makes a killed job restartable unchanged.
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"Output path exists and is not a folder: {out}")
@@ -80,13 +99,30 @@ def _prepare_output(out, resume, overwrite):
         if overwrite:
             shutil.rmtree(out)
         elif not resume:
-            raise FileExistsError(
-                f"Output folder {out} is not empty: pass --resume to continue the "
-                "run in it or --overwrite to start again."
-            )
+            if _interrupted_run(out, config, config_class):
+                logger.info("Resuming the interrupted run in %s", out)
+                resume = True
+            else:
+                raise FileExistsError(
+                    f"Output folder {out} is not empty: pass --resume to continue the "
+                    "run in it or --overwrite to start again."
+                )
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale_temporaries(out)
-    return out
+    return out, resume
+
+
+def _interrupted_run(out, config, config_class):
+    """Whether ``out`` holds an unfinished run of exactly ``config``."""
+    saved = out / "config.json"
+    if config is None or not saved.is_file() or (out / "metrics.json").exists():
+        return False
+    if latest_state(out / "checkpoints") is None:
+        return False
+    try:
+        return config_class.load(saved) == config
+    except (ValueError, TypeError):
+        return False
 
 
 def _image_shape(dataset, config):
@@ -141,29 +177,49 @@ def _test_metrics(model, test):
     return metrics
 
 
-def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto"):
+def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
+          strategy=None, backup_every=DEFAULT_BACKUP_EVERY):
     """Trains (or resumes) a VQ-VAE and writes the output folder.
 
     Args:
         config: a `TrainConfig`. On resume the saved ``config.json`` is used
             and only ``epochs`` is taken from ``config``.
-        resume: continue from the newest checkpoint in ``config.out``.
+        resume: continue from the newest checkpoint in ``config.out``. The
+            same call on an interrupted run's folder resumes without it.
         overwrite: delete a non-empty ``config.out`` first.
         callbacks: extra Keras callbacks for ``fit``.
         verbose: passed to ``fit`` (``"auto"`` shows the progress bar).
+        strategy: None (the current ``tf.distribute`` strategy), a name for
+            `tfvqvae.distribute.build_strategy` or a strategy.
+            ``config.batch_size`` is the global batch: each of the R replicas
+            gets ``batch_size / R`` images per step.
+        backup_every: save a mid-epoch backup every this many steps (None:
+            only at epoch ends); a killed run resumes from the newest.
 
     Returns:
         The metrics dict also written to ``metrics.json``.
     """
     start = time.perf_counter()
-    out = _prepare_output(config.out, resume, overwrite)
+    strategy = resolve_strategy(strategy)
+    per_replica_batch_size(config.batch_size, strategy)
+    check_jit_compile(config.jit_compile, strategy)
+    multi_worker = in_multi_worker_mode(strategy)
+    if multi_worker and overwrite:
+        raise ValueError(
+            "overwrite is not supported with multi-worker training (the workers "
+            "would race to delete the folder): delete it before starting them."
+        )
+    if is_chief(strategy):
+        out, resume = _prepare_output(config.out, resume, overwrite, config, TrainConfig)
+    else:  # reads the chief's folder, writes nowhere in it
+        out = Path(config.out)
+        resume = resume or _interrupted_run(out, config, TrainConfig)
     saved_config = out / "config.json"
     if resume and saved_config.is_file():
         epochs = config.epochs
         config = TrainConfig.load(saved_config)
         config.epochs = epochs
         config.out = str(out)
-    atomic.write_json(saved_config, config.to_dict())
     keras.utils.set_random_seed(config.seed)
 
     train_data = load_dataset(config.dataset, "train", data_dir=config.data_dir)
@@ -171,58 +227,76 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto"):
         train_data = train_data.take(config.max_train_examples)
     test_data = load_dataset(config.dataset, "test", data_dir=config.data_dir)
     _, _, channels = _image_shape(train_data, config)
-
-    checkpoint_dir = out / "checkpoints"
-    found = latest_checkpoint(checkpoint_dir) if resume else None
-    if found is not None:
-        initial_epoch, path = found
-        logger.info("Resuming from %s (epoch %d)", path, initial_epoch)
-        model = keras.saving.load_model(path)
-    else:
-        initial_epoch = 0
-        variance = train_data.pixel_variance() if config.normalize_mse else 1.0
-        model = build_model(config, data_variance=variance, image_channels=channels)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-
-    pipeline = dict(batch_size=config.batch_size, image_size=config.image_size)
-    train_ds = train_data.to_tf_dataset(shuffle=True, seed=config.seed, **pipeline)
-    test_ds = test_data.to_tf_dataset(**pipeline)
-    fit_callbacks = [
-        EpochCheckpoint(checkpoint_dir),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
-        keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
-        *callbacks,
-    ]
-    if initial_epoch < config.epochs:
-        model.fit(
-            train_ds,
-            validation_data=test_ds,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=fit_callbacks,
-            shuffle=False,  # the pipeline shuffles, with the configured seed
-            verbose=verbose,
+    steps_per_epoch = len(train_data) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"The training set has {len(train_data)} images, fewer than one global "
+            f"batch of {config.batch_size}: lower --batch-size."
         )
 
-    test = model.evaluate(test_ds, return_dict=True, verbose=0)
-    metrics = {
-        "dataset": config.dataset,
-        "epochs": config.epochs,
-        "num_train_images": len(train_data),
-        "num_test_images": len(test_data),
-        "test": _test_metrics(model, test),
-        "wall_time_s": round(time.perf_counter() - start, 1),
-    }
-    with atomic.atomic_path(out / "model.keras") as temp:
-        model.save(temp)
-    originals = next(iter(test_data.take(config.grid_pairs).to_tf_dataset(
-        config.grid_pairs, image_size=config.image_size)))
-    save_reconstruction_grid(
-        out / "reconstructions.png", originals.numpy(), model.predict(originals, verbose=0)
+    found = latest_state(out / "checkpoints") if resume else None
+    with strategy.scope():
+        if found is not None:
+            initial_step = found["step"]
+            if initial_step is None:  # a checkpoint from before step counting
+                initial_step = found["epoch"] * steps_per_epoch
+            logger.info("Resuming from %s (step %d)", found["path"], initial_step)
+            model = keras.saving.load_model(found["path"])
+        else:
+            initial_step = 0
+            variance = train_data.pixel_variance() if config.normalize_mse else 1.0
+            with precision_policy(config.mixed_precision):
+                model = build_model(config, data_variance=variance, image_channels=channels)
+                model.compile(
+                    optimizer=keras.optimizers.Adam(config.learning_rate),
+                    jit_compile=config.jit_compile,
+                )
+
+    def make_dataset(first_epoch, skip_batches):
+        return train_data.epochs_dataset(
+            config.batch_size, seed=config.seed, first_epoch=first_epoch,
+            epochs=config.epochs, skip_batches=skip_batches, image_size=config.image_size,
+        )
+
+    test_ds = batch_distribution_options(
+        test_data.to_tf_dataset(config.batch_size, image_size=config.image_size)
     )
-    if not all(math.isfinite(v) for v in test.values()):  # mse, losses, perplexities
-        raise FloatingPointError(f"Training diverged: test metrics {test}")
-    atomic.write_json(out / "metrics.json", metrics)
+    with write_folder(out, strategy) as write:
+        atomic.write_json(write / "config.json", config.to_dict())
+        resumable_fit(
+            model,
+            make_dataset,
+            steps_per_epoch=steps_per_epoch,
+            epochs=config.epochs,
+            initial_step=initial_step,
+            checkpoint_dir=write / "checkpoints",
+            backup_every=backup_every,
+            history_csv=write / "history.csv",
+            callbacks=[keras.callbacks.TensorBoard(log_dir=str(write / "logs")), *callbacks],
+            validation_data=test_ds,
+            verbose=verbose,
+        )
+        test = model.evaluate(test_ds, return_dict=True, verbose=0)
+        metrics = {
+            "dataset": config.dataset,
+            "epochs": config.epochs,
+            "num_train_images": len(train_data),
+            "num_test_images": len(test_data),
+            "replicas": strategy.num_replicas_in_sync,
+            "test": _test_metrics(model, test),
+            "wall_time_s": round(time.perf_counter() - start, 1),
+        }
+        with atomic.atomic_path(write / "model.keras") as temp:
+            model.save(temp)
+        originals = next(iter(test_data.take(config.grid_pairs).to_tf_dataset(
+            config.grid_pairs, image_size=config.image_size)))
+        save_reconstruction_grid(
+            write / "reconstructions.png", originals.numpy(),
+            keras.ops.convert_to_numpy(model(originals, training=False)),
+        )
+        if not all(math.isfinite(v) for v in test.values()):  # mse, losses, perplexities
+            raise FloatingPointError(f"Training diverged: test metrics {test}")
+        atomic.write_json(write / "metrics.json", metrics)
     return metrics
 
 
@@ -256,10 +330,48 @@ def add_arguments(parser):
     parser.add_argument("--num-residual-layers", type=int)
     parser.add_argument("--num-downsamples", type=int)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--mixed-precision", choices=["float16", "bfloat16"],
+                        help="compute in low precision (the quantisers stay float32)")
+    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="compile the train step with XLA")
+    add_distribution_arguments(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete a non-empty --out first")
+
+
+def add_distribution_arguments(parser):
+    """``--strategy``, ``--cpu-replicas``, ``--tpu`` and ``--backup-every`` (train and train-prior)."""
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
+                        help="tf.distribute strategy: default (one device), mirrored (this "
+                        "host's GPUs), multiworker (cluster from TF_CONFIG), tpu. "
+                        "--batch-size is the global batch, split evenly over replicas")
+    parser.add_argument("--cpu-replicas", type=int,
+                        help="with --strategy mirrored and no GPU: split the CPU into this "
+                        "many logical devices (for trying distribution on one machine)")
+    parser.add_argument("--tpu", help="TPU name or address for --strategy tpu")
+    parser.add_argument("--backup-every", type=int, default=DEFAULT_BACKUP_EVERY,
+                        help="steps between mid-epoch backups a killed run resumes from "
+                        f"(default {DEFAULT_BACKUP_EVERY}; 0: only at epoch ends)")
+
+
+def strategy_from_args(args):
+    """The strategy named by ``--strategy`` (and ``--cpu-replicas`` / ``--tpu``)."""
+    devices = None
+    if args.cpu_replicas is not None:
+        if args.strategy != "mirrored":
+            raise ValueError("--cpu-replicas only applies to --strategy mirrored")
+        devices = split_cpu(args.cpu_replicas)
+    if args.tpu is not None and args.strategy != "tpu":
+        raise ValueError("--tpu only applies to --strategy tpu")
+    return build_strategy(args.strategy, devices=devices, tpu=args.tpu)
+
+
+def backup_every_from_args(args):
+    if args.backup_every < 0:
+        raise ValueError(f"--backup-every must be >= 0. Received: {args.backup_every}")
+    return args.backup_every or None
 
 
 def config_from_args(args):
@@ -278,7 +390,10 @@ def config_from_args(args):
 def main(args):
     """Entry point of ``tfvqvae train`` (``args`` from `add_arguments`)."""
     config = config_from_args(args)
-    metrics = train(config, resume=args.resume, overwrite=args.overwrite)
+    metrics = train(
+        config, resume=args.resume, overwrite=args.overwrite,
+        strategy=strategy_from_args(args), backup_every=backup_every_from_args(args),
+    )
     out = Path(config.out)
     test = metrics["test"]
     levels = test.get("levels", {"": test})

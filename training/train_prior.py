@@ -22,10 +22,24 @@ import tfvqvae
 from tfvqvae import atomic
 from tfvqvae.data import expected_metadata
 from tfvqvae.data import load_codes
-from tfvqvae.training.checkpoints import EpochCheckpoint
-from tfvqvae.training.checkpoints import latest_checkpoint
+from tfvqvae.distribute import check_jit_compile
+from tfvqvae.distribute import is_chief
+from tfvqvae.distribute import per_replica_batch_size
+from tfvqvae.distribute import policy_name
+from tfvqvae.distribute import precision_policy
+from tfvqvae.training.checkpoints import latest_state
 from tfvqvae.training.extract_codes import code_file_name
+from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
+from tfvqvae.training.resumable import batch_distribution_options
+from tfvqvae.training.resumable import in_multi_worker_mode
+from tfvqvae.training.resumable import resolve_strategy
+from tfvqvae.training.resumable import resumable_fit
+from tfvqvae.training.resumable import write_folder
+from tfvqvae.training.train import _interrupted_run
 from tfvqvae.training.train import _prepare_output
+from tfvqvae.training.train import add_distribution_arguments
+from tfvqvae.training.train import backup_every_from_args
+from tfvqvae.training.train import strategy_from_args
 
 
 @dataclasses.dataclass
@@ -42,14 +56,25 @@ class PriorConfig:
     kernel_size: int = 5
     class_conditional: bool = False
     seed: int = 0
+    mixed_precision: str | None = None
+    jit_compile: bool = False
 
     def __post_init__(self):
+        policy_name(self.mixed_precision)  # raises on anything but None/float16/bfloat16
+        if not isinstance(self.jit_compile, bool):
+            raise ValueError(
+                f"jit_compile must be True or False. Received: jit_compile={self.jit_compile!r}"
+            )
         if self.level not in ("top", "bottom"):
             raise ValueError(f"level must be 'top' or 'bottom'. Received: level={self.level!r}")
         for name in ("epochs", "batch_size", "hidden_channels", "num_blocks", "kernel_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+
+    @classmethod
+    def load(cls, path):
+        return cls(**json.loads(Path(path).read_text()))
 
 
 def prior_dir(run, level):
@@ -114,71 +139,123 @@ def prior_inputs(record, level, class_conditional):
     return inputs
 
 
-def _pipeline(dataset, config, shuffle):
+def _pipeline(dataset, config):
+    """Test batches: every record, in file order."""
     dataset = dataset.map(
         lambda r: prior_inputs(r, config.level, config.class_conditional),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    if shuffle:
-        dataset = dataset.shuffle(10_000, seed=config.seed, reshuffle_each_iteration=True)
     return dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="auto"):
-    """Trains (or resumes) the prior of one level; returns its metrics dict."""
+def _epochs_pipeline(dataset, config, num_records, first_epoch, skip_batches):
+    """Training batches of epochs ``first_epoch ..``, minus the first ``skip_batches``.
+
+    Epoch e shuffles the records (buffer of up to 10 000) with a seed that
+    depends only on (config.seed, e), so a resumed process rebuilds the same
+    batches; the last partial batch is dropped (static shapes).
+    """
+    buffer = min(num_records, 10_000)
+    inputs = dataset.map(lambda r: prior_inputs(r, config.level, config.class_conditional))
+
+    def epoch(e):  # a Python seed per epoch: tf.data's shuffle takes no tensor seed here
+        seed = (config.seed * 1_000_003 + e) % 2**63
+        return inputs.shuffle(buffer, seed=seed, reshuffle_each_iteration=False).batch(
+            config.batch_size, drop_remainder=True
+        )
+
+    batches = epoch(first_epoch)
+    for e in range(first_epoch + 1, config.epochs):
+        batches = batches.concatenate(epoch(e))
+    return batches.skip(skip_batches).prefetch(tf.data.AUTOTUNE)
+
+
+def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
+                strategy=None, backup_every=DEFAULT_BACKUP_EVERY):
+    """Trains (or resumes) the prior of one level; returns its metrics dict.
+
+    ``strategy``, ``backup_every`` and the batch semantics are those of
+    `tfvqvae.training.train`: ``config.batch_size`` is the global batch, and
+    the same call on an interrupted run resumes from its last backup.
+    """
     start = time.perf_counter()
+    strategy = resolve_strategy(strategy)
+    per_replica_batch_size(config.batch_size, strategy)
+    check_jit_compile(config.jit_compile, strategy)
+    if in_multi_worker_mode(strategy) and overwrite:
+        raise ValueError(
+            "overwrite is not supported with multi-worker training (the workers "
+            "would race to delete the folder): delete it before starting them."
+        )
     model = load_vqvae(config.run)
     train_codes, metadata = _open_codes(config.run, "train", model)
     test_codes, _ = _open_codes(config.run, "test", model)
-    out = _prepare_output(prior_dir(config.run, config.level), resume, overwrite)
+    folder = prior_dir(config.run, config.level)
+    if is_chief(strategy):
+        out, resume = _prepare_output(folder, resume, overwrite, config, PriorConfig)
+    else:
+        out = folder
+        resume = resume or _interrupted_run(out, config, PriorConfig)
     saved = out / "config.json"
     if resume and saved.is_file():
-        config = dataclasses.replace(
-            PriorConfig(**json.loads(saved.read_text())), epochs=config.epochs
-        )
-    atomic.write_json(saved, dataclasses.asdict(config))
+        config = dataclasses.replace(PriorConfig.load(saved), epochs=config.epochs)
     keras.utils.set_random_seed(config.seed)
 
-    found = latest_checkpoint(out / "checkpoints") if resume else None
-    if found is not None:
-        initial_epoch, path = found
-        prior = keras.saving.load_model(path)
-    else:
-        initial_epoch = 0
-        prior = build_prior(config, metadata)
-        prior.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    num_records = metadata["num_records"]
+    steps_per_epoch = num_records // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"The training codes hold {num_records} records, fewer than one global "
+            f"batch of {config.batch_size}: lower --batch-size."
+        )
+    found = latest_state(out / "checkpoints") if resume else None
+    with strategy.scope():
+        if found is not None:
+            initial_step = found["step"]
+            if initial_step is None:  # a checkpoint from before step counting
+                initial_step = found["epoch"] * steps_per_epoch
+            prior = keras.saving.load_model(found["path"])
+        else:
+            initial_step = 0
+            with precision_policy(config.mixed_precision):
+                prior = build_prior(config, metadata)
+                prior.compile(
+                    optimizer=keras.optimizers.Adam(config.learning_rate),
+                    jit_compile=config.jit_compile,
+                )
 
-    train_ds = _pipeline(train_codes, config, shuffle=True)
-    test_ds = _pipeline(test_codes, config, shuffle=False)
-    if initial_epoch < config.epochs:
-        prior.fit(
-            train_ds,
-            validation_data=test_ds,
+    test_ds = batch_distribution_options(_pipeline(test_codes, config))
+    with write_folder(out, strategy) as write:
+        atomic.write_json(write / "config.json", dataclasses.asdict(config))
+        resumable_fit(
+            prior,
+            lambda first, skip: _epochs_pipeline(train_codes, config, num_records, first, skip),
+            steps_per_epoch=steps_per_epoch,
             epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=[
-                EpochCheckpoint(out / "checkpoints"),
-                keras.callbacks.CSVLogger(str(out / "history.csv"), append=initial_epoch > 0),
-                *callbacks,
-            ],
-            shuffle=False,
+            initial_step=initial_step,
+            checkpoint_dir=write / "checkpoints",
+            backup_every=backup_every,
+            history_csv=write / "history.csv",
+            callbacks=callbacks,
+            validation_data=test_ds,
             verbose=verbose,
         )
-    test = prior.evaluate(test_ds, return_dict=True, verbose=0)
-    if not math.isfinite(test["nll"]):
-        raise FloatingPointError(f"Prior training diverged: test metrics {test}")
-    metrics = {
-        "level": config.level,
-        "epochs": config.epochs,
-        "code_shape": list(prior.code_shape),
-        "num_embeddings": prior.num_embeddings,
-        "test": {"nll_nats": test["nll"], "bits_per_dim": test["bits_per_dim"]},
-        "uniform_bits_per_dim": math.log2(prior.num_embeddings),
-        "wall_time_s": round(time.perf_counter() - start, 1),
-    }
-    with atomic.atomic_path(out / "model.keras") as temp:
-        prior.save(temp)
-    atomic.write_json(out / "metrics.json", metrics)
+        test = prior.evaluate(test_ds, return_dict=True, verbose=0)
+        if not math.isfinite(test["nll"]):
+            raise FloatingPointError(f"Prior training diverged: test metrics {test}")
+        metrics = {
+            "level": config.level,
+            "epochs": config.epochs,
+            "code_shape": list(prior.code_shape),
+            "num_embeddings": prior.num_embeddings,
+            "replicas": strategy.num_replicas_in_sync,
+            "test": {"nll_nats": test["nll"], "bits_per_dim": test["bits_per_dim"]},
+            "uniform_bits_per_dim": math.log2(prior.num_embeddings),
+            "wall_time_s": round(time.perf_counter() - start, 1),
+        }
+        with atomic.atomic_path(write / "model.keras") as temp:
+            prior.save(temp)
+        atomic.write_json(write / "metrics.json", metrics)
     return metrics
 
 
@@ -196,6 +273,11 @@ def add_arguments(parser):
     parser.add_argument("--class-conditional", action="store_true",
                         help="condition the prior on the dataset's class labels")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--mixed-precision", choices=["float16", "bfloat16"],
+                        help="compute in low precision")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="compile the train step with XLA")
+    add_distribution_arguments(parser)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
 
@@ -208,7 +290,10 @@ def config_from_args(args):
 def main(args):
     """Entry point of ``tfvqvae train-prior``."""
     config = config_from_args(args)
-    metrics = train_prior(config, resume=args.resume, overwrite=args.overwrite)
+    metrics = train_prior(
+        config, resume=args.resume, overwrite=args.overwrite,
+        strategy=strategy_from_args(args), backup_every=backup_every_from_args(args),
+    )
     test = metrics["test"]
     print(
         f"{config.level} prior: test nll {test['nll_nats']:.4f} nats, "

@@ -255,3 +255,51 @@ def test_pixel_variance_equals_numpy(dtype):
         reference = np.var(images.astype(np.float64))
     dataset = ImageDataset(images=images, labels=None, name="v")
     assert dataset.pixel_variance(chunk=8) == pytest.approx(reference, rel=1e-12)
+
+
+# --- epochs_dataset: the resumable training order ---------------------------
+
+
+def _epoch_ids(ds):
+    return [np.rint(b.numpy().ravel() * 255).astype(int) for b in ds]
+
+
+def test_epochs_dataset_is_a_fixed_permutation_per_epoch():
+    n, batch = 23, 5  # 4 full batches per epoch, 3 images dropped each epoch
+    ds = ImageDataset(np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1), None, "ep")
+    batches = _epoch_ids(ds.epochs_dataset(batch, seed=7, first_epoch=0, epochs=3))
+    assert len(batches) == 3 * 4 and all(len(b) == batch for b in batches)
+    epochs = [np.concatenate(batches[4 * e:4 * e + 4]) for e in range(3)]
+    for ids in epochs:
+        assert len(set(ids)) == 20 and set(ids) <= set(range(n))  # no repeats
+    assert not np.array_equal(epochs[0], epochs[1])
+    # Epoch 2 alone, built fresh, is the same as epoch 2 of the full stream;
+    # skipping batches drops exactly those.
+    alone = _epoch_ids(ds.epochs_dataset(batch, seed=7, first_epoch=2, epochs=3))
+    np.testing.assert_array_equal(np.concatenate(alone), epochs[2])
+    skipped = _epoch_ids(ds.epochs_dataset(batch, seed=7, first_epoch=1, epochs=3,
+                                           skip_batches=3))
+    np.testing.assert_array_equal(np.concatenate(skipped), np.concatenate(batches[7:]))
+    other = _epoch_ids(ds.epochs_dataset(batch, seed=8, first_epoch=0, epochs=1))
+    assert not np.array_equal(np.concatenate(other), epochs[0])
+
+
+def test_epochs_dataset_with_labels_and_static_shape():
+    n = 12
+    labels = np.arange(n) % 3
+    ds = ImageDataset((labels[:, None, None, None] * 40).astype(np.uint8), labels, "l",
+                      num_classes=3)
+    tf_ds = ds.epochs_dataset(4, seed=0, first_epoch=0, epochs=1, with_labels=True)
+    assert tuple(tf_ds.element_spec[0].shape) == (4, 1, 1, 1)
+    for x, y in tf_ds:
+        np.testing.assert_allclose(x.numpy().ravel(), y.numpy() * 40 / 255, rtol=1e-6)
+
+
+def test_epochs_dataset_argument_errors():
+    ds = ImageDataset(_uint8_images(n=10), None, "e")
+    with pytest.raises(ValueError, match="fewer than one batch of 11"):
+        ds.epochs_dataset(11, seed=0, first_epoch=0, epochs=1)
+    with pytest.raises(ValueError, match="skip_batches < 2"):
+        ds.epochs_dataset(5, seed=0, first_epoch=0, epochs=1, skip_batches=2)
+    with pytest.raises(ValueError, match="first_epoch=-1"):
+        ds.epochs_dataset(5, seed=0, first_epoch=-1, epochs=1)

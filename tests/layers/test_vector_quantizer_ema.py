@@ -238,6 +238,34 @@ def test_mirrored_ema_matches_single_device_and_numpy(mirrored_strategy):
     np.testing.assert_allclose(mirrored.codebook.numpy(), e, rtol=1e-5, atol=1e-6)
 
 
+def test_mirrored_ema_in_row_blocks_matches_single_device_and_numpy(
+    mirrored_strategy, monkeypatch
+):
+    # Blocks of 3 rows (K_M = 6): each replica's 32 rows run as 11 blocks, the
+    # last one padded, inside the replica context.
+    monkeypatch.setattr(VectorQuantizerEMA, "_block_elements", 3 * K_M)
+    batches = mirrored_batches(seed=4)
+    codebook = np.random.default_rng(2).normal(size=(K_M, D_M)).astype(np.float32)
+    mirrored, mirrored_counts = run_steps(mirrored_strategy, batches, codebook)
+    single, _ = run_steps(tf.distribute.get_strategy(), batches, codebook)
+
+    assert_replicas_identical(mirrored, EMA_STATE)
+    for name in EMA_STATE:
+        np.testing.assert_allclose(
+            getattr(mirrored, name).numpy(),
+            getattr(single, name).numpy(),
+            rtol=1e-6,
+            atol=1e-6,
+            err_msg=name,
+        )
+    big_n, m, e = np.ones(K_M), codebook.astype(np.float64), codebook.astype(np.float64)
+    for z, per_replica in zip(batches, mirrored_counts):
+        big_n, m, e, _, n = ref.ema_step(big_n, m, e, z, 0.8, 1e-3)
+        for c in per_replica:
+            np.testing.assert_array_equal(c, n)
+    np.testing.assert_allclose(mirrored.codebook.numpy(), e, rtol=1e-5, atol=1e-6)
+
+
 def _kmeans_fixed_point(centroids, z, atol):
     """Every non-empty cluster's centroid is the mean of its assigned vectors."""
     flat = z.reshape(-1, z.shape[-1]).astype(np.float64)

@@ -151,7 +151,7 @@ def test_train_prior_resumes_from_checkpoint(run_with_codes):
     train_prior(PriorConfig(run=str(run_with_codes), **config), overwrite=True, verbose=0)
     folder = run_with_codes / "prior-top"
     steps = int(keras.saving.load_model(folder / "model.keras").optimizer.iterations)
-    assert steps == 12  # ceil(1500 / 128)
+    assert steps == 11  # 1500 // 128 full batches
     # The saved config wins on resume; only `epochs` changes.
     resumed = dict(config, epochs=2, hidden_channels=32)
     train_prior(PriorConfig(run=str(run_with_codes), **resumed), resume=True, verbose=0)
@@ -160,3 +160,18 @@ def test_train_prior_resumes_from_checkpoint(run_with_codes):
     assert prior.hidden_channels == TINY_PRIOR["hidden_channels"]
     rows = (folder / "history.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+
+
+def test_train_prior_mirrored_matches_one_device(run_with_codes, mirrored_strategy,
+                                                 one_device_strategy):
+    """Global batch 128 over 2 replicas (64 each) = one device on 128, to 1e-5."""
+    config = PriorConfig(run=str(run_with_codes), **dict(TINY_PRIOR, epochs=1))
+    folder = run_with_codes / "prior-top"
+    weights = {}
+    for name, strategy in (("one", one_device_strategy), ("two", mirrored_strategy)):
+        metrics = train_prior(config, overwrite=True, verbose=0, strategy=strategy,
+                              backup_every=5)
+        assert metrics["replicas"] == (2 if name == "two" else 1)
+        weights[name] = [w.numpy() for w in keras.saving.load_model(folder / "model.keras").weights]
+    for a, b in zip(weights["one"], weights["two"]):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -233,6 +233,76 @@ class ImageDataset:
             TypeError: On a non-int ``batch_size``.
         """
         batch_size = _check_positive_int(batch_size, "batch_size")
+        gather = self._batch_gatherer(with_labels, image_size)
+        n = len(self)
+        ds = tf.data.Dataset.range(n)
+        if shuffle:
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def epochs_dataset(
+        self,
+        batch_size: int,
+        *,
+        seed: int,
+        first_epoch: int,
+        epochs: int,
+        skip_batches: int = 0,
+        with_labels: bool = False,
+        image_size: int | tuple[int, int] | None = None,
+    ) -> tf.data.Dataset:
+        """The training batches of epochs ``first_epoch .. epochs - 1``, in a resumable order.
+
+        Epoch e visits the images in the order of a permutation that depends
+        only on ``(seed, e)`` (``tf.random.experimental.stateless_shuffle``),
+        not on how many times the pipeline was iterated before, so a
+        restarted process sees exactly the batches an uninterrupted one
+        would. Every epoch has ``len(self) // batch_size`` full batches (the
+        remainder is dropped, which also gives static shapes);
+        ``skip_batches`` drops that many batches from the start of
+        ``first_epoch`` (the steps a resumed run already took).
+
+        Returns:
+            A ``tf.data.Dataset`` like `to_tf_dataset`'s, of
+            ``(epochs - first_epoch) * (len(self) // batch_size) - skip_batches``
+            batches.
+
+        Raises:
+            ValueError: when the dataset holds fewer than ``batch_size``
+                images, or on a negative ``skip_batches`` or ``first_epoch``.
+        """
+        batch_size = _check_positive_int(batch_size, "batch_size")
+        n = len(self)
+        if n < batch_size:
+            raise ValueError(
+                f"Dataset {self.name!r} has {n} images, fewer than one batch of {batch_size}."
+            )
+        if first_epoch < 0 or skip_batches < 0 or skip_batches >= n // batch_size:
+            raise ValueError(
+                f"Expected 0 <= first_epoch and 0 <= skip_batches < {n // batch_size} "
+                f"(batches per epoch). Received: first_epoch={first_epoch}, "
+                f"skip_batches={skip_batches}"
+            )
+        gather = self._batch_gatherer(with_labels, image_size)
+        used = (n // batch_size) * batch_size
+
+        def epoch_order(epoch):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
+            )
+            return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:used], [-1, batch_size]))
+
+        ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_order)
+        ds = ds.skip(skip_batches)
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _batch_gatherer(self, with_labels, image_size):
+        """A function from a batch of int64 indices to float32 images (and labels)."""
         if with_labels and self.labels is None:
             raise ValueError(f"with_labels=True but dataset {self.name!r} has no labels")
         height, width, _ = self.image_shape
@@ -257,15 +327,7 @@ class ImageDataset:
                 return x
             return x, tf.gather(labels, indices)
 
-        n = len(self)
-        ds = tf.data.Dataset.range(n)
-        if shuffle:
-            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        ds = ds.map(_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return _batch
 
 
 def from_numpy(

@@ -11,8 +11,10 @@ codebook vectors e_1..e_K and passes gradients straight through:
 
 where sg is `tf.stop_gradient` and the means run over every element. Worked
 through one shape: inputs (16, 32, 32, 64) with K=512 are flattened to
-(16384, 64), one (16384, 64) x (64, 512) matmul gives the distances, and the
-indices come back as int32 (16, 32, 32).
+(16384, 64), (16384, 64) x (64, 512) matmuls give ‖e‖² − 2 z·e (the
+distances less ‖z‖², which does not change the argmin; in two blocks of 8192
+rows, so the (N, K) matrix never exists at once), and the indices come back
+as int32 (16, 32, 32).
 
 Codebook health (both off by default):
   * ``kmeans_init``: on the first training batch the codebook is set to the
@@ -33,9 +35,11 @@ import tensorflow as tf
 
 from tfvqvae.layers.cross_replica import gather_across_replicas
 from tfvqvae.layers.cross_replica import sum_across_replicas
+from tfvqvae.layers.kmeans import BLOCK_ELEMENTS
 from tfvqvae.layers.kmeans import kmeans
 from tfvqvae.layers.kmeans import nearest_code
 from tfvqvae.layers.kmeans import sample_rows
+from tfvqvae.layers.kmeans import segment_sum
 from tfvqvae.metrics import perplexity_from_counts
 from tfvqvae.validation import positive_int
 
@@ -125,6 +129,9 @@ class VectorQuantizer(keras.layers.Layer):
     """
 
     _codebook_trainable = True
+    # Scores per block of rows in the training/call path (`nearest_code`'s
+    # block_rows = this // K); `indices()` keeps the single-matmul graph.
+    _block_elements = BLOCK_ELEMENTS
 
     def __init__(
         self,
@@ -245,13 +252,14 @@ class VectorQuantizer(keras.layers.Layer):
         if training and self.kmeans_init:
             self._kmeans_on_first_step(flat)
         codebook = tf.convert_to_tensor(self.codebook)  # read after any k-means assign
-        flat_indices = nearest_code(flat, codebook)  # (B*H*W,)
+        # In blocks of rows: the (N, K) scores never exist at once.
+        flat_indices = nearest_code(
+            flat, codebook, block_rows=max(1, self._block_elements // self.num_embeddings)
+        )  # (B*H*W,)
         flat_quantized = tf.gather(codebook, flat_indices)  # (B*H*W, D)
         counts = sum_across_replicas(
-            tf.math.unsorted_segment_sum(
-                tf.ones_like(flat_indices, tf.float32),
-                flat_indices,
-                self.num_embeddings,
+            segment_sum(
+                tf.ones_like(flat_indices, tf.float32), flat_indices, self.num_embeddings
             )
         )
         codebook_loss = self._codebook_loss(flat, flat_quantized)

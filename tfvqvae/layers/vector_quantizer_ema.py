@@ -33,6 +33,7 @@ import keras
 import tensorflow as tf
 
 from tfvqvae.layers.cross_replica import sum_across_replicas
+from tfvqvae.layers.kmeans import segment_sum
 from tfvqvae.layers.vector_quantizer import VectorQuantizer
 
 
@@ -114,7 +115,7 @@ class VectorQuantizerEMA(VectorQuantizer):
 
     def _update_codebook(self, flat, flat_indices, counts):
         sums = sum_across_replicas(
-            tf.math.unsorted_segment_sum(flat, flat_indices, self.num_embeddings)
+            segment_sum(flat, flat_indices, self.num_embeddings)
         )  # (K, D): no (N, K) one-hot is materialised
         gamma = self.decay
         cluster_size = gamma * self.ema_cluster_size + (1.0 - gamma) * counts

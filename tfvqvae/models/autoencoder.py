@@ -27,7 +27,9 @@ means per image.
 import keras
 import tensorflow as tf
 
+from tfvqvae.distribute import multi_worker_logs
 from tfvqvae.layers.vector_quantizer import VectorQuantizer
+from tfvqvae.models.dtype_config import from_config_under_policy
 from tfvqvae.layers.vector_quantizer_ema import VectorQuantizerEMA
 from tfvqvae.metrics import CodebookUsage
 from tfvqvae.validation import positive_int
@@ -174,12 +176,12 @@ class QuantizedAutoencoder(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled_loss, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self._update_metrics(images, loss, mse, outputs)
+        return multi_worker_logs(self._update_metrics(images, loss, mse, outputs))
 
     def test_step(self, data):
         images = unpack_images(data)
         loss, mse, outputs = self._objective(images, training=False)
-        return self._update_metrics(images, loss, mse, outputs)
+        return multi_worker_logs(self._update_metrics(images, loss, mse, outputs))
 
     @property
     def metrics(self):
@@ -187,4 +189,4 @@ class QuantizedAutoencoder(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return from_config_under_policy(cls, config)

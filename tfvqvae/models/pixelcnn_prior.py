@@ -28,8 +28,11 @@ import math
 import keras
 import tensorflow as tf
 
+from tfvqvae.distribute import multi_worker_logs
 from tfvqvae.layers.gated_block import GatedBlock
 from tfvqvae.validation import positive_int
+from tfvqvae.models.dtype_config import from_config_under_policy
+from tfvqvae.models.dtype_config import with_dtype_policy
 
 
 def _shape2(name, value, allow_none=False):
@@ -281,10 +284,10 @@ class PixelCNNPrior(keras.Model):
             scaled = self.optimizer.scale_loss(nll / replicas)
         gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return self._update_metrics(nll, batch_size)
+        return multi_worker_logs(self._update_metrics(nll, batch_size))
 
     def test_step(self, data):
-        return self._update_metrics(*self._objective(data, training=False))
+        return multi_worker_logs(self._update_metrics(*self._objective(data, training=False)))
 
     @property
     def metrics(self):
@@ -331,7 +334,7 @@ class PixelCNNPrior(keras.Model):
         )
 
     def get_config(self):
-        return {
+        return with_dtype_policy(self, {
             "name": self.name,
             "num_embeddings": self.num_embeddings,
             "code_shape": list(self.code_shape),
@@ -342,9 +345,9 @@ class PixelCNNPrior(keras.Model):
             "condition_num_embeddings": self.condition_num_embeddings,
             "condition_shape": None if self.condition_shape is None else list(self.condition_shape),
             "condition_channels": self.condition_channels,
-        }
+        })
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return from_config_under_policy(cls, config)
 

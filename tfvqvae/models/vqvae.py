@@ -17,6 +17,7 @@ from tfvqvae.models.autoencoder import quantizer_argument
 from tfvqvae.models.networks import build_decoder
 from tfvqvae.models.networks import build_encoder
 from tfvqvae.validation import positive_int
+from tfvqvae.models.dtype_config import with_dtype_policy
 
 
 @keras.saving.register_keras_serializable(package="tfvqvae")
@@ -153,7 +154,7 @@ class VQVAE(QuantizedAutoencoder):
 
     # ------------------------------------------------------------- config
     def get_config(self):
-        return {
+        return with_dtype_policy(self, {
             "name": self.name,
             "image_channels": self.image_channels,
             "hidden_channels": self.hidden_channels,
@@ -162,4 +163,4 @@ class VQVAE(QuantizedAutoencoder):
             "num_downsamples": self.num_downsamples,
             "quantizer": keras.layers.serialize(self.quantizer),
             "data_variance": self.data_variance,
-        }
+        })

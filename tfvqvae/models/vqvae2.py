@@ -38,6 +38,7 @@ import tensorflow as tf
 from tfvqvae.layers.residual_stack import ResidualStack
 from tfvqvae.models.autoencoder import QuantizedAutoencoder
 from tfvqvae.models.autoencoder import quantizer_argument
+from tfvqvae.models.dtype_config import with_dtype_policy
 
 # Image size divided by each level's code-map size.
 _TOP_FACTOR = 8
@@ -302,7 +303,7 @@ class VQVAE2(QuantizedAutoencoder):
 
     # ------------------------------------------------------------- config
     def get_config(self):
-        return {
+        return with_dtype_policy(self, {
             "name": self.name,
             "image_channels": self.image_channels,
             "hidden_channels": self.hidden_channels,
@@ -311,4 +312,4 @@ class VQVAE2(QuantizedAutoencoder):
             "top_quantizer": keras.layers.serialize(self.top_quantizer),
             "bottom_quantizer": keras.layers.serialize(self.bottom_quantizer),
             "data_variance": self.data_variance,
-        }
+        })
