@@ -10,6 +10,8 @@ runs the remaining epochs with another. Checkpoints at epoch ends and every
 """
 
 import contextlib
+import dataclasses
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,10 +19,17 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from tfvqvae import atomic
 from tfvqvae.distribute import build_strategy
+from tfvqvae.distribute import check_jit_compile
 from tfvqvae.distribute import is_chief
+from tfvqvae.distribute import per_replica_batch_size
+from tfvqvae.distribute import precision_policy
 from tfvqvae.training.checkpoints import EpochCheckpoint
 from tfvqvae.training.checkpoints import StepBackup
+from tfvqvae.training.checkpoints import latest_state
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BACKUP_EVERY = 100
 
@@ -37,6 +46,116 @@ def resolve_strategy(strategy):
             f"or a tf.distribute.Strategy. Received: {strategy!r}"
         )
     return strategy
+
+
+def prepare_output(out, resume, overwrite, config=None):
+    """Creates ``out``; returns ``(out, resume)``.
+
+    A non-empty ``out`` needs ``resume`` or ``overwrite``, except that the
+    same command run again (an identical saved ``config.json``, a checkpoint,
+    no ``metrics.json`` yet) continues the interrupted run: that is what
+    makes a killed job restartable unchanged.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"Output path exists and is not a folder: {out}")
+    if out.is_dir() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif not resume:
+            if interrupted_run(out, config):
+                logger.info("Resuming the interrupted run in %s", out)
+                resume = True
+            else:
+                raise FileExistsError(
+                    f"Output folder {out} is not empty: pass --resume to continue the "
+                    "run in it or --overwrite to start again."
+                )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_stale_temporaries(out)
+    return out, resume
+
+
+def interrupted_run(out, config):
+    """Whether ``out`` holds an unfinished run of exactly ``config`` (a dataclass with ``load``)."""
+    saved = Path(out) / "config.json"
+    if config is None or not saved.is_file() or (Path(out) / "metrics.json").exists():
+        return False
+    if latest_state(Path(out) / "checkpoints") is None:
+        return False
+    try:
+        return type(config).load(saved) == config
+    except (ValueError, TypeError):
+        return False
+
+
+def start_run(folder, config, resume, overwrite, strategy):
+    """Checks a request and opens its run folder: the preamble of `train` and `train_prior`.
+
+    Refuses, before writing anything, a global batch that does not split over
+    the replicas, ``jit_compile`` where Keras cannot compile the step, and
+    ``overwrite`` with several workers (they would race to delete). On resume
+    the saved ``config.json`` wins except for ``epochs``.
+
+    Returns:
+        ``(strategy, out, config, resume)``.
+    """
+    strategy = resolve_strategy(strategy)
+    per_replica_batch_size(config.batch_size, strategy)
+    check_jit_compile(config.jit_compile, strategy)
+    if in_multi_worker_mode(strategy) and overwrite:
+        raise ValueError(
+            "overwrite is not supported with multi-worker training (the workers "
+            "would race to delete the folder): delete it before starting them."
+        )
+    if is_chief(strategy):
+        out, resume = prepare_output(folder, resume, overwrite, config)
+    else:  # reads the chief's folder, writes nowhere in it
+        out = Path(folder)
+        resume = resume or interrupted_run(out, config)
+    saved = out / "config.json"
+    if resume and saved.is_file():
+        updates = {"epochs": config.epochs}
+        if hasattr(config, "out"):
+            updates["out"] = str(out)
+        config = dataclasses.replace(type(config).load(saved), **updates)
+    return strategy, out, config, resume
+
+
+def restore_or_build(out, resume, steps_per_epoch, strategy, config, build):
+    """The model to train and the global step it is at.
+
+    Loads the newest checkpoint of ``out/checkpoints`` when resuming, else
+    calls ``build()`` under ``config.mixed_precision``'s policy and compiles
+    it with Adam(``config.learning_rate``) and ``config.jit_compile``; both
+    under ``strategy.scope()``.
+    """
+    found = latest_state(Path(out) / "checkpoints") if resume else None
+    with strategy.scope():
+        if found is not None:
+            step = found["step"]
+            if step is None:  # a checkpoint from before step counting
+                step = found["epoch"] * steps_per_epoch
+            logger.info("Resuming from %s (step %d)", found["path"], step)
+            return keras.saving.load_model(found["path"]), step
+        with precision_policy(config.mixed_precision):
+            model = build()
+            model.compile(
+                optimizer=keras.optimizers.Adam(config.learning_rate),
+                jit_compile=config.jit_compile,
+            )
+        return model, 0
+
+
+def steps_per_epoch_of(count, batch_size, what):
+    """Full global batches in ``count`` examples; refuses fewer than one."""
+    steps = count // batch_size
+    if steps == 0:
+        raise ValueError(
+            f"The training set holds {count} {what}, fewer than one global batch "
+            f"of {batch_size}: lower --batch-size."
+        )
+    return steps
 
 
 def in_multi_worker_mode(strategy):

@@ -18,9 +18,7 @@ last complete checkpoint.
 """
 
 import argparse
-import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -29,26 +27,20 @@ import keras
 import tfvqvae
 from tfvqvae import atomic
 from tfvqvae.data import load_dataset
-from tfvqvae.metrics import psnr
 from tfvqvae.distribute import STRATEGIES
 from tfvqvae.distribute import build_strategy
-from tfvqvae.distribute import check_jit_compile
-from tfvqvae.distribute import is_chief
-from tfvqvae.distribute import per_replica_batch_size
-from tfvqvae.distribute import precision_policy
 from tfvqvae.distribute import split_cpu
-from tfvqvae.training.checkpoints import latest_state
+from tfvqvae.metrics import psnr
 from tfvqvae.training.config import PRESETS
 from tfvqvae.training.config import TrainConfig
 from tfvqvae.training.images import save_reconstruction_grid
 from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
 from tfvqvae.training.resumable import batch_distribution_options
-from tfvqvae.training.resumable import in_multi_worker_mode
-from tfvqvae.training.resumable import resolve_strategy
+from tfvqvae.training.resumable import restore_or_build
 from tfvqvae.training.resumable import resumable_fit
+from tfvqvae.training.resumable import start_run
+from tfvqvae.training.resumable import steps_per_epoch_of
 from tfvqvae.training.resumable import write_folder
-
-logger = logging.getLogger(__name__)
 
 
 def build_model(config, data_variance=1.0, image_channels=1):
@@ -82,47 +74,6 @@ def build_model(config, data_variance=1.0, image_channels=1):
     return tfvqvae.VQVAE(
         num_downsamples=config.num_downsamples, quantizer=quantizer_class(**options), **sizes
     )
-
-
-def _prepare_output(out, resume, overwrite, config=None, config_class=None):
-    """Creates ``out``; returns ``(out, resume)``.
-
-    A non-empty ``out`` needs ``resume`` or ``overwrite``, except that the
-    same command run again (an identical saved ``config.json``, a checkpoint,
-    no ``metrics.json`` yet) continues the interrupted run: that is what
-    makes a killed job restartable unchanged.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"Output path exists and is not a folder: {out}")
-    if out.is_dir() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            if _interrupted_run(out, config, config_class):
-                logger.info("Resuming the interrupted run in %s", out)
-                resume = True
-            else:
-                raise FileExistsError(
-                    f"Output folder {out} is not empty: pass --resume to continue the "
-                    "run in it or --overwrite to start again."
-                )
-    out.mkdir(parents=True, exist_ok=True)
-    atomic.remove_stale_temporaries(out)
-    return out, resume
-
-
-def _interrupted_run(out, config, config_class):
-    """Whether ``out`` holds an unfinished run of exactly ``config``."""
-    saved = out / "config.json"
-    if config is None or not saved.is_file() or (out / "metrics.json").exists():
-        return False
-    if latest_state(out / "checkpoints") is None:
-        return False
-    try:
-        return config_class.load(saved) == config
-    except (ValueError, TypeError):
-        return False
 
 
 def _image_shape(dataset, config):
@@ -200,26 +151,7 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
         The metrics dict also written to ``metrics.json``.
     """
     start = time.perf_counter()
-    strategy = resolve_strategy(strategy)
-    per_replica_batch_size(config.batch_size, strategy)
-    check_jit_compile(config.jit_compile, strategy)
-    multi_worker = in_multi_worker_mode(strategy)
-    if multi_worker and overwrite:
-        raise ValueError(
-            "overwrite is not supported with multi-worker training (the workers "
-            "would race to delete the folder): delete it before starting them."
-        )
-    if is_chief(strategy):
-        out, resume = _prepare_output(config.out, resume, overwrite, config, TrainConfig)
-    else:  # reads the chief's folder, writes nowhere in it
-        out = Path(config.out)
-        resume = resume or _interrupted_run(out, config, TrainConfig)
-    saved_config = out / "config.json"
-    if resume and saved_config.is_file():
-        epochs = config.epochs
-        config = TrainConfig.load(saved_config)
-        config.epochs = epochs
-        config.out = str(out)
+    strategy, out, config, resume = start_run(config.out, config, resume, overwrite, strategy)
     keras.utils.set_random_seed(config.seed)
 
     train_data = load_dataset(config.dataset, "train", data_dir=config.data_dir)
@@ -227,30 +159,13 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
         train_data = train_data.take(config.max_train_examples)
     test_data = load_dataset(config.dataset, "test", data_dir=config.data_dir)
     _, _, channels = _image_shape(train_data, config)
-    steps_per_epoch = len(train_data) // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"The training set has {len(train_data)} images, fewer than one global "
-            f"batch of {config.batch_size}: lower --batch-size."
-        )
+    steps_per_epoch = steps_per_epoch_of(len(train_data), config.batch_size, "images")
 
-    found = latest_state(out / "checkpoints") if resume else None
-    with strategy.scope():
-        if found is not None:
-            initial_step = found["step"]
-            if initial_step is None:  # a checkpoint from before step counting
-                initial_step = found["epoch"] * steps_per_epoch
-            logger.info("Resuming from %s (step %d)", found["path"], initial_step)
-            model = keras.saving.load_model(found["path"])
-        else:
-            initial_step = 0
-            variance = train_data.pixel_variance() if config.normalize_mse else 1.0
-            with precision_policy(config.mixed_precision):
-                model = build_model(config, data_variance=variance, image_channels=channels)
-                model.compile(
-                    optimizer=keras.optimizers.Adam(config.learning_rate),
-                    jit_compile=config.jit_compile,
-                )
+    def build():
+        variance = train_data.pixel_variance() if config.normalize_mse else 1.0
+        return build_model(config, data_variance=variance, image_channels=channels)
+
+    model, initial_step = restore_or_build(out, resume, steps_per_epoch, strategy, config, build)
 
     def make_dataset(first_epoch, skip_batches):
         return train_data.epochs_dataset(

@@ -22,21 +22,15 @@ import tfvqvae
 from tfvqvae import atomic
 from tfvqvae.data import expected_metadata
 from tfvqvae.data import load_codes
-from tfvqvae.distribute import check_jit_compile
-from tfvqvae.distribute import is_chief
-from tfvqvae.distribute import per_replica_batch_size
 from tfvqvae.distribute import policy_name
-from tfvqvae.distribute import precision_policy
-from tfvqvae.training.checkpoints import latest_state
 from tfvqvae.training.extract_codes import code_file_name
 from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
 from tfvqvae.training.resumable import batch_distribution_options
-from tfvqvae.training.resumable import in_multi_worker_mode
-from tfvqvae.training.resumable import resolve_strategy
+from tfvqvae.training.resumable import restore_or_build
 from tfvqvae.training.resumable import resumable_fit
+from tfvqvae.training.resumable import start_run
+from tfvqvae.training.resumable import steps_per_epoch_of
 from tfvqvae.training.resumable import write_folder
-from tfvqvae.training.train import _interrupted_run
-from tfvqvae.training.train import _prepare_output
 from tfvqvae.training.train import add_distribution_arguments
 from tfvqvae.training.train import backup_every_from_args
 from tfvqvae.training.train import strategy_from_args
@@ -179,50 +173,18 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
     the same call on an interrupted run resumes from its last backup.
     """
     start = time.perf_counter()
-    strategy = resolve_strategy(strategy)
-    per_replica_batch_size(config.batch_size, strategy)
-    check_jit_compile(config.jit_compile, strategy)
-    if in_multi_worker_mode(strategy) and overwrite:
-        raise ValueError(
-            "overwrite is not supported with multi-worker training (the workers "
-            "would race to delete the folder): delete it before starting them."
-        )
     model = load_vqvae(config.run)
     train_codes, metadata = _open_codes(config.run, "train", model)
     test_codes, _ = _open_codes(config.run, "test", model)
-    folder = prior_dir(config.run, config.level)
-    if is_chief(strategy):
-        out, resume = _prepare_output(folder, resume, overwrite, config, PriorConfig)
-    else:
-        out = folder
-        resume = resume or _interrupted_run(out, config, PriorConfig)
-    saved = out / "config.json"
-    if resume and saved.is_file():
-        config = dataclasses.replace(PriorConfig.load(saved), epochs=config.epochs)
+    strategy, out, config, resume = start_run(
+        prior_dir(config.run, config.level), config, resume, overwrite, strategy
+    )
     keras.utils.set_random_seed(config.seed)
-
     num_records = metadata["num_records"]
-    steps_per_epoch = num_records // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"The training codes hold {num_records} records, fewer than one global "
-            f"batch of {config.batch_size}: lower --batch-size."
-        )
-    found = latest_state(out / "checkpoints") if resume else None
-    with strategy.scope():
-        if found is not None:
-            initial_step = found["step"]
-            if initial_step is None:  # a checkpoint from before step counting
-                initial_step = found["epoch"] * steps_per_epoch
-            prior = keras.saving.load_model(found["path"])
-        else:
-            initial_step = 0
-            with precision_policy(config.mixed_precision):
-                prior = build_prior(config, metadata)
-                prior.compile(
-                    optimizer=keras.optimizers.Adam(config.learning_rate),
-                    jit_compile=config.jit_compile,
-                )
+    steps_per_epoch = steps_per_epoch_of(num_records, config.batch_size, "code records")
+    prior, initial_step = restore_or_build(
+        out, resume, steps_per_epoch, strategy, config, lambda: build_prior(config, metadata)
+    )
 
     test_ds = batch_distribution_options(_pipeline(test_codes, config))
     with write_folder(out, strategy) as write:
