@@ -99,3 +99,34 @@ def test_prior_fit_step(policy):
     logits = prior({"codes": codes[:2]})
     assert prior.compute_dtype == LOW[policy]
     assert np.all(np.isfinite(keras.ops.convert_to_numpy(logits)))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_saved_models_reload_with_their_policy(tmp_path, policy):
+    """Layers take the global policy when built: the config carries the saved one."""
+    keras.config.set_dtype_policy(policy)
+    vqvae2 = tfvqvae.VQVAE2(
+        image_channels=1, hidden_channels=8, residual_channels=4, num_residual_layers=1,
+        top_quantizer=tfvqvae.VectorQuantizerEMA(8, 4),
+        bottom_quantizer=tfvqvae.VectorQuantizerEMA(8, 4),
+    )
+    prior = tfvqvae.PixelCNNPrior(
+        num_embeddings=8, code_shape=(4, 4), hidden_channels=8, num_blocks=1, kernel_size=3,
+    )
+    x = images(2, 16, 16)
+    codes = np.zeros((2, 4, 4), np.int32)
+    expected = (keras.ops.convert_to_numpy(vqvae2(x)),
+                keras.ops.convert_to_numpy(prior({"codes": codes})))
+    vqvae2.save(tmp_path / "vqvae2.keras")
+    prior.save(tmp_path / "prior.keras")
+    keras.config.set_dtype_policy("float32")  # loading happens under another policy
+    loaded = (keras.saving.load_model(tmp_path / "vqvae2.keras"),
+              keras.saving.load_model(tmp_path / "prior.keras"))
+    assert loaded[0].bottom_encoder.compute_dtype == LOW[policy]
+    assert loaded[0].decoder.compute_dtype == LOW[policy]
+    assert loaded[1].compute_dtype == LOW[policy]
+    assert loaded[0].top_quantizer.codebook.dtype == "float32"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded[0](x)), expected[0])
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(loaded[1]({"codes": codes})), expected[1])
+    assert keras.config.dtype_policy().name == "float32"  # left as it was

@@ -176,6 +176,7 @@ def test_config_round_trip_and_keras_file(tmp_path):
     assert set(config) == {
         "name", "image_channels", "hidden_channels", "residual_channels",
         "num_residual_layers", "top_quantizer", "bottom_quantizer", "data_variance",
+        "dtype",  # the dtype policy: a mixed-precision model reloads mixed
     }
     rebuilt = tfvqvae.VQVAE2.from_config(config)  # quantizers from their dicts
     assert rebuilt.get_config() == config
