@@ -214,6 +214,13 @@ def split_cpu(replicas):
     return [d.name for d in tf.config.list_logical_devices("CPU")[:replicas]]
 
 
+def in_multi_worker_mode(strategy=None):
+    """Whether ``strategy`` spans several worker processes (Keras' own test)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    check = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    return bool(check and check())
+
+
 def multi_worker_logs(logs, strategy=None):
     """Returns ``logs`` shaped for Keras' multi-worker reduction.
 
@@ -222,8 +229,6 @@ def multi_worker_logs(logs, strategy=None):
     reduction dimension 0"); shape-(1,) values reduce to the same scalar.
     Other strategies get ``logs`` unchanged.
     """
-    strategy = strategy or tf.distribute.get_strategy()
-    in_multi_worker = getattr(strategy.extended, "_in_multi_worker_mode", None)
-    if in_multi_worker is None or not in_multi_worker():
+    if not in_multi_worker_mode(strategy):
         return logs
     return {name: tf.reshape(value, [1]) for name, value in logs.items()}

@@ -120,10 +120,8 @@ class StepBackup(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.initial_step = initial_step
         self._epoch_start = initial_step
-        self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
         self._epoch_start = max(epoch * self.steps_per_epoch, self.initial_step)
 
     def on_train_batch_end(self, batch, logs=None):

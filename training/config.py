@@ -8,6 +8,16 @@ from tfvqvae.data import DEFAULT_DATASET
 from tfvqvae.distribute import policy_name
 
 
+def check_compute_options(mixed_precision, jit_compile):
+    """Raises ValueError unless ``mixed_precision`` is None/"float16"/"bfloat16"
+    and ``jit_compile`` a bool (the options `TrainConfig` and `PriorConfig` share)."""
+    policy_name(mixed_precision)
+    if not isinstance(jit_compile, bool):
+        raise ValueError(
+            f"jit_compile must be True or False. Received: jit_compile={jit_compile!r}"
+        )
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything ``tfvqvae train`` needs; saved as ``OUT/config.json``.
@@ -49,11 +59,7 @@ class TrainConfig:
     jit_compile: bool = False
 
     def __post_init__(self):
-        policy_name(self.mixed_precision)  # raises on anything but None/float16/bfloat16
-        if not isinstance(self.jit_compile, bool):
-            raise ValueError(
-                f"jit_compile must be True or False. Received: jit_compile={self.jit_compile!r}"
-            )
+        check_compute_options(self.mixed_precision, self.jit_compile)
         if self.model not in ("vqvae", "vqvae2"):
             raise ValueError(
                 f"model must be 'vqvae' or 'vqvae2'. Received: model={self.model!r}"

@@ -11,9 +11,9 @@ folder; the README's quick start is ``tfvqvae pipeline --preset quickstart``.
 import time
 from pathlib import Path
 
+from tfvqvae.distribute import in_multi_worker_mode
 from tfvqvae.training.extract_codes import extract_codes
 from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
-from tfvqvae.training.resumable import in_multi_worker_mode
 from tfvqvae.training.resumable import resolve_strategy
 from tfvqvae.training.sample import sample_images
 from tfvqvae.training.train import add_arguments as add_train_arguments

@@ -22,6 +22,7 @@ import tensorflow as tf
 from tfvqvae import atomic
 from tfvqvae.distribute import build_strategy
 from tfvqvae.distribute import check_jit_compile
+from tfvqvae.distribute import in_multi_worker_mode
 from tfvqvae.distribute import is_chief
 from tfvqvae.distribute import per_replica_batch_size
 from tfvqvae.distribute import precision_policy
@@ -156,11 +157,6 @@ def steps_per_epoch_of(count, batch_size, what):
             f"of {batch_size}: lower --batch-size."
         )
     return steps
-
-
-def in_multi_worker_mode(strategy):
-    check = getattr(strategy.extended, "_in_multi_worker_mode", None)
-    return bool(check and check())
 
 
 @contextlib.contextmanager

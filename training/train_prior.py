@@ -22,7 +22,7 @@ import tfvqvae
 from tfvqvae import atomic
 from tfvqvae.data import expected_metadata
 from tfvqvae.data import load_codes
-from tfvqvae.distribute import policy_name
+from tfvqvae.training.config import check_compute_options
 from tfvqvae.training.extract_codes import code_file_name
 from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
 from tfvqvae.training.resumable import batch_distribution_options
@@ -54,11 +54,7 @@ class PriorConfig:
     jit_compile: bool = False
 
     def __post_init__(self):
-        policy_name(self.mixed_precision)  # raises on anything but None/float16/bfloat16
-        if not isinstance(self.jit_compile, bool):
-            raise ValueError(
-                f"jit_compile must be True or False. Received: jit_compile={self.jit_compile!r}"
-            )
+        check_compute_options(self.mixed_precision, self.jit_compile)
         if self.level not in ("top", "bottom"):
             raise ValueError(f"level must be 'top' or 'bottom'. Received: level={self.level!r}")
         for name in ("epochs", "batch_size", "hidden_channels", "num_blocks", "kernel_size"):
