@@ -46,7 +46,7 @@ def test_savedmodel_runs_in_a_fresh_process_without_tfvqvae(runs, vqvae2_run, tm
     done = subprocess.run(
         [sys.executable, str(script), str(result.artifacts["savedmodel"]),
          str(tmp_path / "images.npy"), str(tmp_path / "out.npz")],
-        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = np.load(tmp_path / "out.npz")
@@ -70,7 +70,7 @@ def test_savedmodel_runs_in_a_fresh_process_without_tfvqvae(runs, vqvae2_run, tm
 
 def _saved_model_cli(*args):
     done = subprocess.run(["saved_model_cli", *args], env=ENV, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -111,7 +111,7 @@ def test_saved_model_cli_refuses_a_wrong_shape(runs, tmp_path):
     done = subprocess.run(
         ["saved_model_cli", "run", "--dir", str(result.artifacts["savedmodel"]), "--tag_set",
          "serve", "--signature_def", "encode", "--inputs", f"images={tmp_path / 'bad.npy'}"],
-        env=ENV, capture_output=True, text=True, timeout=120,
+        env=ENV, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode != 0
     assert "(2, 28, 28)" in done.stderr and "(None, 28, 28, 1)" in done.stderr

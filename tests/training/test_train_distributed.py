@@ -140,7 +140,7 @@ def _cli(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
     env.pop("TF_CONFIG", None)
     return subprocess.run([sys.executable, "-m", "tfvqvae.training.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
 
 
 def test_cli_mirrored_on_split_cpu(tmp_path):
