@@ -51,3 +51,33 @@ def test_int32_images_rejected(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.npz"):
         load_npz(tmp_path / "absent.npz")
+
+
+# --- issue 10: messages that name the file ----------------------------------
+
+
+def test_object_arrays_refused_without_unpickling(tmp_path):
+    images = np.empty(2, dtype=object)
+    images[0], images[1] = np.zeros((2, 2)), np.zeros((3, 3))
+    np.savez(tmp_path / "obj.npz", images=images)
+    with pytest.raises(ValueError) as info:
+        load_npz(tmp_path / "obj.npz")
+    message = str(info.value)
+    assert str(tmp_path / "obj.npz") in message and "'images'" in message
+    assert "object arrays are not accepted" in message and "\n" not in message
+
+
+def test_float_images_in_0_255_name_file_and_range(tmp_path):
+    np.savez(tmp_path / "f255.npz", x=np.array([0.0, 12.5, 255.0]).reshape(1, 3, 1))
+    with pytest.raises(ValueError) as info:
+        load_npz(tmp_path / "f255.npz")
+    message = str(info.value)
+    assert str(tmp_path / "f255.npz") in message
+    assert "must lie in [0, 1]" in message and "uint8" in message
+    assert "received min 0.0 and max 255.0" in message
+
+
+def test_not_an_npz_is_named(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not a zip archive")
+    with pytest.raises(ValueError, match="Cannot read npz file .*junk.npz"):
+        load_npz(tmp_path / "junk.npz")

@@ -118,8 +118,16 @@ def test_take_first_n():
     np.testing.assert_array_equal(head.images, _uint8_images()[:3])
     np.testing.assert_array_equal(head.labels, [0, 1, 2])
     assert len(ds.take(100)) == 10
-    with pytest.raises(ValueError, match="received 0"):
-        ds.take(0)
+    assert len(ds.take(np.int64(4))) == 4
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.0, "3", True])
+def test_take_names_argument_and_value(n):
+    # The package style (tfvqvae.validation.positive_int); --max-train-examples ends here.
+    ds = ImageDataset(_uint8_images(), None, "t")
+    with pytest.raises(ValueError) as info:
+        ds.take(n)
+    assert str(info.value) == f"`n` must be a positive integer. Received: n={n!r}"
 
 
 def test_from_numpy_adds_channel_axis():
@@ -234,9 +242,9 @@ def test_pipeline_repeat_reshuffles_each_epoch():
 
 def test_pipeline_argument_errors():
     ds = ImageDataset(_uint8_images(), None, "e")
-    with pytest.raises(ValueError, match="received 0"):
+    with pytest.raises(ValueError, match="Received: batch_size=0"):
         ds.to_tf_dataset(0)
-    with pytest.raises(TypeError, match="'4'"):
+    with pytest.raises(ValueError, match=re.escape("Received: batch_size='4'")):
         ds.to_tf_dataset("4")
     with pytest.raises(ValueError, match="has no labels"):
         ds.to_tf_dataset(2, with_labels=True)

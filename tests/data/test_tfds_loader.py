@@ -1,5 +1,7 @@
 """load_tfds through the real tfds.load path, offline via tfds.testing.mock_data."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -48,3 +50,49 @@ def test_unknown_name_is_clear():
 def test_not_prepared_without_download(tmp_path):
     with pytest.raises(FileNotFoundError, match="'mnist' is not prepared"):
         load_tfds("mnist", data_dir=str(tmp_path), download=False)
+
+
+def test_load_time_options_on_mock_data():
+    with tfds.testing.mock_data(num_examples=3):
+        ds = load_tfds("cifar10", split="test", image_size=16, channels=1)
+    assert ds.images.shape == (3, 16, 16, 1) and ds.images.dtype == np.uint8
+
+
+def test_probe_that_hangs_is_abandoned(monkeypatch):
+    from tfvqvae.data import tfds_loader
+
+    release = threading.Event()
+
+    def hang(*args, **kwargs):  # a DNS lookup or connect that never answers
+        release.wait(30)
+        raise OSError("released")
+
+    monkeypatch.setattr(tfds_loader.socket, "create_connection", hang)
+    monkeypatch.setattr(tfds_loader, "PROBE_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(tfds_loader, "PROBE_ADDRESS", ("probe.invalid", 443))
+    for var in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        reason = tfds_loader.download_unreachable_reason()
+    finally:
+        release.set()
+    assert reason == "probe.invalid:443 did not answer within 0.05 s"
+
+
+def test_probe_success_and_proxy_address(monkeypatch):
+    from tfvqvae.data import tfds_loader
+
+    seen = []
+
+    class Connection:
+        def close(self):
+            pass
+
+    def connect(address, timeout):
+        seen.append(address)
+        return Connection()
+
+    monkeypatch.setattr(tfds_loader.socket, "create_connection", connect)
+    monkeypatch.setenv("https_proxy", "http://proxy.example:8080")
+    assert tfds_loader.download_unreachable_reason() is None
+    assert seen == [("proxy.example", 8080)]

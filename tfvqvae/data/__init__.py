@@ -14,6 +14,17 @@ Typical use::
     train = load_dataset("mnist", "train", data_dir="/path/to/idx/files")
     ds = train.to_tf_dataset(128, shuffle=True, seed=0, repeat=True)
 
+Load-time conversion: ``load_dataset(..., image_size=16, channels=3,
+crop="center")`` resizes (bilinear, antialiased), centre-crops and unifies the
+colour mode of any source once, in memory (:mod:`tfvqvae.data.transform`;
+alpha is dropped, luminance is ITU-R 601-2 as PIL's ``"L"``). An image folder
+mixing colour modes becomes RGB without ``channels``; one mixing sizes needs
+``image_size``.
+
+Offline: ``mnist``, ``fashion_mnist`` and ``cifar10`` read local files from
+``data_dir`` first; TFDS downloads only when its host answers within a few
+seconds, else a ``FileNotFoundError`` says which files to put where.
+
 The default dataset, ``DEFAULT_DATASET = "digits"`` (scikit-learn's 8 x 8
 digits), needs no network and no files.
 

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
+import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from tfvqvae.data.image_dataset import ImageDataset, _normalize_size, from_numpy
+from tfvqvae.data.image_dataset import ImageDataset, from_numpy
+from tfvqvae.data.transform import check_options, convert_channels, convert_image
 
 __all__ = [
     "read_idx",
@@ -254,37 +257,78 @@ def _image_files(directory: Path) -> list[Path]:
     )
 
 
+def _read_image(path: Path) -> np.ndarray:
+    """Decodes one image file to ``uint8`` ``(H, W, C)``, C in 1..4 (GIF: first frame)."""
+    try:
+        image = tf.io.decode_image(
+            tf.io.read_file(str(path)), channels=0, dtype=tf.uint8, expand_animations=False
+        )
+    except (tf.errors.OpError, OSError) as err:
+        reason = getattr(err, "message", None) or str(err)
+        # Drop TensorFlow's "{{function_node ...}}" prefix and "[Op:...]" suffix.
+        reason = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:.*$", "", reason, flags=re.S)
+        reason = " ".join(reason.split()) or type(err).__name__
+        raise ValueError(f"Cannot read image file {path}: {reason}") from err
+    return image.numpy()
+
+
+def _describe_sizes(sizes: dict, directory: Path) -> str:
+    """``"40x40 (a.png, b.png), 36x48 (c.png)"``: each size with up to two example files."""
+    parts = []
+    for (height, width), paths in list(sizes.items())[:4]:
+        examples = ", ".join(str(p.relative_to(directory)) for p in paths[:2])
+        more = f", +{len(paths) - 2} more" if len(paths) > 2 else ""
+        parts.append(f"{height}x{width} ({examples}{more})")
+    if len(sizes) > 4:
+        parts.append(f"and {len(sizes) - 4} more sizes")
+    return ", ".join(parts)
+
+
 def load_image_folder(
-    directory, image_size: int | tuple[int, int] | None = None, channels: int | None = None
+    directory,
+    image_size: int | tuple[int, int] | None = None,
+    channels: int | None = None,
+    crop: str = "none",
 ) -> ImageDataset:
     """Loads a folder of image files (PNG, JPEG, BMP, GIF).
 
     Two layouts: one sub-folder per class (``root/<class>/*.png``; labels are
     the index of the class folder in sorted order, hidden folders ignored), or
     a flat folder of images (no labels). Files are read in sorted order; a GIF
-    gives its first frame.
+    gives its first frame; 16-bit PNGs are scaled to 8 bits.
+
+    Colour: alpha is dropped (not composited), so every image ends up grey
+    (1 channel) or RGB (3). Without ``channels`` a folder mixing modes (L,
+    LA, RGB, RGBA, palette) is unified to its widest mode: RGB when any file
+    has colour (grey files replicated), else grey. Conversions follow
+    :mod:`tfvqvae.data.transform` (luminance by ITU-R 601-2, as PIL's "L").
 
     Args:
         directory: The root folder.
-        image_size: ``(height, width)`` or an int; when given every image is
-            resized to it (bilinear, antialiased). Without it all images must
-            share one shape.
-        channels: ``1`` or ``3`` to convert every image to grayscale or RGB;
-            ``None`` keeps each file's own channels.
+        image_size: ``(height, width)`` or an int (square); when given every
+            image is resized to it at load time (bilinear ``tf.image.resize``,
+            antialiased when shrinking; rounded to ``uint8``). Without it all
+            images must share one size.
+        channels: ``1`` (grey) or ``3`` (RGB) to convert every image;
+            ``None`` applies the widest-mode rule above.
+        crop: ``"none"`` resizes the whole image (aspect ratio not kept);
+            ``"center"`` first cuts the largest centred window of the target
+            aspect ratio. Needs ``image_size`` when not ``"none"``.
 
     Returns:
-        ``uint8`` images in [0, 255] of shape ``(N, H, W, C)``; labels and
-        ``num_classes`` for the class layout, else ``None``.
+        ``uint8`` images in [0, 255] of shape ``(N, H, W, C)`` with ``C`` 1 or
+        3; labels and ``num_classes`` for the class layout, else ``None``.
 
     Raises:
         FileNotFoundError: If the folder does not exist.
-        ValueError: If no image is found, on a bad ``channels``, or when two
-            images differ in shape and no ``image_size`` is given.
+        ValueError: If no image is found; on a bad ``image_size``,
+            ``channels`` or ``crop``; on an unreadable file ("Cannot read image
+            file PATH: reason"); or when images differ in size and no
+            ``image_size`` is given (the message lists the sizes found with
+            example files).
     """
     directory = _existing_dir(directory)
-    if channels not in (None, 1, 3):
-        raise ValueError(f"channels must be None, 1 or 3; received {channels!r}")
-    target = None if image_size is None else _normalize_size(image_size)
+    target, channels, crop = check_options(image_size, channels, crop)
 
     class_dirs = sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
     entries: list[tuple[Path, int | None]] = []
@@ -306,32 +350,25 @@ def load_image_folder(
         )
 
     images = []
-    first_shape, first_file = None, None
+    sizes: dict[tuple[int, int], list[Path]] = {}
     for path, _ in entries:
-        image = tf.io.decode_image(
-            tf.io.read_file(str(path)),
-            channels=channels or 0,
-            dtype=tf.uint8,
-            expand_animations=False,
-        )
+        image = _read_image(path)
+        # Alpha dropped; an explicit `channels` converts now, else the widest
+        # mode is applied below (grey -> RGB commutes with resizing).
+        image = convert_channels(image, channels or (3 if image.shape[-1] >= 3 else 1))
         if target is not None:
-            resized = tf.image.resize(
-                tf.cast(image, tf.float32),
-                target,
-                method="bilinear",
-                antialias=target[0] < image.shape[0] or target[1] < image.shape[1],
-            )
-            image = tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
-        image = image.numpy()
-        if first_shape is None:
-            first_shape, first_file = image.shape, path
-        elif image.shape != first_shape:
-            raise ValueError(
-                f"images in {directory} differ in shape: {first_shape} ({first_file.name}) vs "
-                f"{image.shape} ({path}); pass image_size=(height, width) to resize "
-                "(and channels= to unify grayscale and colour)"
-            )
+            image = convert_image(image, target, None, crop)
+        sizes.setdefault(image.shape[:2], []).append(path)
         images.append(image)
+    if len(sizes) > 1:
+        raise ValueError(
+            f"images in {directory} differ in size (height x width): "
+            f"{_describe_sizes(sizes, directory)}; pass image_size=(height, width) "
+            "(CLI: --image-size) to resize them when loading (crop='center' keeps "
+            "their aspect ratio)"
+        )
+    if channels is None and len({image.shape[-1] for image in images}) > 1:
+        images = [convert_channels(image, 3) for image in images]
 
     labels = None
     if class_dirs:
@@ -365,8 +402,11 @@ def load_npz(path, split: str | None = None, name: str | None = None) -> ImageDa
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If no image key fits (the message lists the keys found),
-            or the arrays are invalid.
+        ValueError: If the file is not a readable ``.npz``, no image key fits
+            (the message lists the keys found), an array holds pickled
+            objects (``dtype=object``; never loaded), float images lie
+            outside [0, 1] (the message names the file and the range
+            received), or the arrays are otherwise invalid.
         TypeError: On an unsupported image dtype.
     """
     path = Path(path)
@@ -381,7 +421,16 @@ def load_npz(path, split: str | None = None, name: str | None = None) -> ImageDa
         ]
     if split in (None, "train"):
         candidates += [("images", ("labels", "y")), ("x", ("y", "labels"))]
-    with np.load(path, allow_pickle=False) as archive:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"Cannot read npz file {path}: {' '.join(str(err).split())}") from err
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"{path} is a single .npy array, not an .npz archive; save it with "
+            "np.savez(path, images=...)"
+        )
+    with archive:
         keys = list(archive.files)
         found = next(((ik, lks) for ik, lks in candidates if ik in keys), None)
         if found is None:
@@ -389,8 +438,29 @@ def load_npz(path, split: str | None = None, name: str | None = None) -> ImageDa
                 f"{path} has no image array under any of {[c[0] for c in candidates]}; "
                 f"keys found: {keys}"
             )
-        image_key, label_keys = found
-        label_key = next((k for k in label_keys if k in keys), None)
-        images = archive[image_key]
-        labels = archive[label_key] if label_key is not None else None
+        image_key, label_key = found[0], next((k for k in found[1] if k in keys), None)
+        arrays = {}
+        for key in (image_key, label_key):
+            if key is None:
+                continue
+            try:
+                arrays[key] = archive[key]
+            except ValueError as err:
+                if "allow_pickle" not in str(err):
+                    raise ValueError(f"Cannot read array {key!r} of {path}: {err}") from err
+                raise ValueError(
+                    f"array {key!r} of {path} holds pickled Python objects (dtype=object); "
+                    "object arrays are not accepted (they could run code when loaded): "
+                    "save numeric arrays, uint8 in [0, 255] or float in [0, 1]"
+                ) from err
+    images = arrays[image_key]
+    labels = arrays.get(label_key) if label_key is not None else None
+    if np.issubdtype(images.dtype, np.floating) and images.size:
+        lo, hi = float(np.min(images)), float(np.max(images))
+        if not (lo >= 0.0 and hi <= 1.0):  # written so that NaN also fails
+            hint = " (looks like [0, 255]: divide by 255 or store uint8)" if hi > 1.0 else ""
+            raise ValueError(
+                f"float images in {path} (key {image_key!r}) must lie in [0, 1], or be "
+                f"stored as uint8 in [0, 255]; received min {lo} and max {hi}{hint}"
+            )
     return from_numpy(images, labels, name=name or path.stem)

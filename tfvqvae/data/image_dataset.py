@@ -10,12 +10,22 @@ built by :meth:`ImageDataset.to_tf_dataset` always yields ``float32`` images in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-
 import numpy as np
 import tensorflow as tf
 
+from tfvqvae.data.transform import normalize_size
+from tfvqvae.validation import positive_int
+
 __all__ = ["ImageDataset", "from_numpy"]
+
+
+# Kept for tfvqvae.data.codes, which imports it under this name.
+_normalize_size = normalize_size
+
+
+def _plain_int(value):
+    """NumPy integers become Python ints (``positive_int`` accepts only ``int``)."""
+    return int(value) if isinstance(value, np.integer) else value
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:
@@ -23,31 +33,6 @@ def _readonly(array: np.ndarray) -> np.ndarray:
     view = array.view()
     view.flags.writeable = False
     return view
-
-
-def _check_positive_int(value, what: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{what} must be a positive int; received {value!r}")
-    if value <= 0:
-        raise ValueError(f"{what} must be a positive int; received {value!r}")
-    return int(value)
-
-
-def _normalize_size(image_size) -> tuple[int, int]:
-    """Turns ``int`` or ``(h, w)`` into a validated ``(h, w)`` tuple."""
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        size = (image_size, image_size)
-    elif isinstance(image_size, Sequence) and not isinstance(image_size, str):
-        size = tuple(image_size)
-        if len(size) != 2:
-            raise ValueError(
-                f"image_size must be an int or a (height, width) pair; received {image_size!r}"
-            )
-    else:
-        raise TypeError(
-            f"image_size must be an int or a (height, width) pair; received {image_size!r}"
-        )
-    return tuple(_check_positive_int(s, "image_size entry") for s in size)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -103,7 +88,7 @@ class ImageDataset:
                     f"received min {lo} and max {hi}"
                 )
         if self.num_classes is not None:
-            _check_positive_int(self.num_classes, "num_classes")
+            positive_int("num_classes", _plain_int(self.num_classes))
         labels = self.labels
         if labels is not None:
             labels = np.asarray(labels)
@@ -176,15 +161,18 @@ class ImageDataset:
         """Returns the first ``n`` examples as a new dataset (no copy).
 
         Args:
-            n: Positive number of examples; values above ``len(self)`` keep all.
+            n: Positive int, the number of examples; values above
+                ``len(self)`` keep all. (The training option
+                ``max_train_examples`` / ``--max-train-examples`` ends here.)
 
         Returns:
             An :class:`ImageDataset` with the same name and ``num_classes``.
 
         Raises:
-            ValueError: If ``n`` is not positive.
+            ValueError: If ``n`` is not a positive int:
+                "`n` must be a positive integer. Received: n=0".
         """
-        n = _check_positive_int(n, "n")
+        n = positive_int("n", _plain_int(n))
         return ImageDataset(
             images=self.images[:n],
             labels=None if self.labels is None else self.labels[:n],
@@ -216,8 +204,11 @@ class ImageDataset:
             seed: Shuffle seed; the same seed gives the same order.
             with_labels: Yield ``(images, labels)`` pairs instead of images.
             image_size: ``(height, width)`` or an int for square images;
-                resized with bilinear ``tf.image.resize`` (antialiased when
-                shrinking) and clipped to [0, 1].
+                each batch is resized with bilinear ``tf.image.resize``
+                (antialiased when shrinking; the whole image, aspect ratio
+                not kept) and clipped to [0, 1]. To resize or centre-crop
+                once at load time instead, use ``load_dataset(...,
+                image_size=..., crop=...)``.
             drop_remainder: Drop the last, smaller batch.
             repeat: Repeat forever (each repetition reshuffled when
                 ``shuffle``).
@@ -228,11 +219,11 @@ class ImageDataset:
             prefetched with ``tf.data.AUTOTUNE``.
 
         Raises:
-            ValueError: On a non-positive ``batch_size`` or ``image_size``, or
-                ``with_labels=True`` for an unlabelled dataset.
-            TypeError: On a non-int ``batch_size``.
+            ValueError: On a ``batch_size`` that is not a positive int, a bad
+                ``image_size``, or ``with_labels=True`` for an unlabelled
+                dataset.
         """
-        batch_size = _check_positive_int(batch_size, "batch_size")
+        batch_size = positive_int("batch_size", _plain_int(batch_size))
         gather = self._batch_gatherer(with_labels, image_size)
         n = len(self)
         ds = tf.data.Dataset.range(n)
@@ -275,7 +266,7 @@ class ImageDataset:
             ValueError: when the dataset holds fewer than ``batch_size``
                 images, or on a negative ``skip_batches`` or ``first_epoch``.
         """
-        batch_size = _check_positive_int(batch_size, "batch_size")
+        batch_size = positive_int("batch_size", _plain_int(batch_size))
         n = len(self)
         if n < batch_size:
             raise ValueError(
@@ -306,7 +297,7 @@ class ImageDataset:
         if with_labels and self.labels is None:
             raise ValueError(f"with_labels=True but dataset {self.name!r} has no labels")
         height, width, _ = self.image_shape
-        target = None if image_size is None else _normalize_size(image_size)
+        target = None if image_size is None else normalize_size(image_size)
         if target == (height, width):
             target = None
         antialias = target is not None and (target[0] < height or target[1] < width)

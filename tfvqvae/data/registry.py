@@ -15,6 +15,7 @@ from tfvqvae.data.files import (
 )
 from tfvqvae.data.image_dataset import ImageDataset
 from tfvqvae.data.tfds_loader import load_tfds
+from tfvqvae.data.transform import check_options, transform_dataset
 
 __all__ = ["DEFAULT_DATASET", "load_dataset"]
 
@@ -24,6 +25,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_DATASET = "digits"
 
 _IDX_NAMES = ("mnist", "fashion_mnist")
+_IDX_FILES = (
+    "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+    "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"
+)
+_CIFAR_FILES = "data_batch_1.bin ... data_batch_5.bin and test_batch.bin (the binary version)"
 _FOLDER_PREFIX = "folder:"
 _NPZ_PREFIX = "npz:"
 
@@ -52,12 +58,12 @@ def _strip_path(name: str, prefix: str) -> str:
     return path
 
 
-def _load_folder(path: str, split: str) -> ImageDataset:
+def _load_folder(path: str, split: str, **options) -> ImageDataset:
     root = Path(path)
     if (root / split).is_dir():
-        return load_image_folder(root / split)
+        return load_image_folder(root / split, **options)
     if split == "train":
-        return load_image_folder(root)
+        return load_image_folder(root, **options)
     if not root.is_dir():
         raise FileNotFoundError(f"directory not found: {root}")
     raise ValueError(
@@ -66,8 +72,33 @@ def _load_folder(path: str, split: str) -> ImageDataset:
     )
 
 
+def _tfds_fallback(key, kind, files, subfolders, split, data_dir, download, options):
+    """``load_tfds`` for a dataset also readable from local files, with a hint on failure."""
+    try:
+        return load_tfds(key, split=split, data_dir=data_dir, download=download, **options)
+    except FileNotFoundError as err:
+        where = f"in data_dir={data_dir}" if data_dir else "(no data_dir given; CLI: --data-dir)"
+        allow = (
+            "connect to the network so that TFDS can download it"
+            if download
+            else "pass download=True, with a network, to let TFDS download it"
+        )
+        raise FileNotFoundError(
+            f"{key}: no {kind} found {where}; put {files} in DIR (or "
+            f"{' or '.join(f'DIR/{sub}' for sub in subfolders)}) and pass data_dir=DIR "
+            f"(CLI: --data-dir DIR), or {allow}. TFDS said: {err}"
+        ) from err
+
+
 def load_dataset(
-    name: str, split: str = "train", data_dir=None, *, download: bool = True
+    name: str,
+    split: str = "train",
+    data_dir=None,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    channels: int | None = None,
+    crop: str = "none",
+    download: bool = True,
 ) -> ImageDataset:
     """Loads an image dataset by name.
 
@@ -89,18 +120,38 @@ def load_dataset(
         split: ``"train"`` or ``"test"`` for local data; TFDS accepts its own
             split strings (e.g. ``"train[:10%]"``).
         data_dir: Folder with local files, or the TFDS data directory.
-        download: Passed to :func:`load_tfds` (``False`` fails at once offline
-            instead of retrying the download).
+        image_size: ``None`` (keep), an int (square) or ``(height, width)``
+            in pixels: every image is resized to it once, at load time
+            (bilinear ``tf.image.resize``, antialiased when shrinking).
+            Needed for an image folder whose files differ in size.
+        channels: ``None`` (keep; an image folder mixing modes becomes RGB
+            when any file has colour, else grey), ``1`` (grey: ITU-R 601-2
+            luminance, as PIL's ``convert("L")``) or ``3`` (RGB; grey
+            replicated). Alpha is always dropped, never composited.
+        crop: ``"none"`` resizes the whole image (aspect ratio not kept);
+            ``"center"`` cuts the largest centred window of the
+            ``image_size`` aspect ratio, then resizes. ``"center"`` needs
+            ``image_size``.
+        download: Whether TFDS may download a dataset that is neither in
+            local files nor prepared under ``data_dir``. Even when ``True``
+            it downloads only if the download host answers within a few
+            seconds (:mod:`tfvqvae.data.tfds_loader`); otherwise, and when
+            ``False``, a ``FileNotFoundError`` says which files to put where.
 
     Returns:
         An :class:`ImageDataset`; images ``uint8`` in [0, 255] or ``float32``
-        in [0, 1], both yielded as ``float32`` in [0, 1] by
-        :meth:`ImageDataset.to_tf_dataset`.
+        in [0, 1] of shape ``(N, H, W, C)``, both yielded as ``float32`` in
+        [0, 1] by :meth:`ImageDataset.to_tf_dataset`.
 
     Raises:
-        ValueError: On an empty name, a bad split for local data, or an
-            unknown TFDS name.
-        FileNotFoundError: If a named local path or file is missing.
+        ValueError: On an empty name, a bad split for local data, an unknown
+            TFDS name, a bad ``image_size`` / ``channels`` / ``crop``, an
+            image folder whose files differ in size without ``image_size``
+            (the message lists the sizes and example files), an unreadable
+            image file or ``.npz`` (naming the file).
+        FileNotFoundError: If a named local path or file is missing, or a
+            dataset is neither local nor prepared for TFDS and cannot be
+            downloaded (offline, or ``download=False``).
     """
     if name is None or not isinstance(name, str) or not name.strip():
         raise ValueError(
@@ -109,22 +160,33 @@ def load_dataset(
     name = name.strip()
     key = name.lower()
 
+    size, channels, crop = check_options(image_size, channels, crop)
+    options = {"image_size": size, "channels": channels, "crop": crop}
+
     if key.startswith(_FOLDER_PREFIX):
-        return _load_folder(_strip_path(name, _FOLDER_PREFIX), _check_split(split))
+        return _load_folder(_strip_path(name, _FOLDER_PREFIX), _check_split(split), **options)
     if key.startswith(_NPZ_PREFIX):
-        return load_npz(_strip_path(name, _NPZ_PREFIX), split=_check_split(split))
-    if key == DEFAULT_DATASET:
-        return load_digits(_check_split(split))
-    if key in _IDX_NAMES:
+        dataset = load_npz(_strip_path(name, _NPZ_PREFIX), split=_check_split(split))
+    elif key == DEFAULT_DATASET:
+        dataset = load_digits(_check_split(split))
+    elif key in _IDX_NAMES:
         folder = _local_folder(data_dir, (key,), "*idx[13]-ubyte*")
-        if folder is not None:
-            logger.info("loading %s %s from IDX files in %s", key, split, folder)
-            return load_idx_folder(folder, _check_split(split), name=key)
-        return load_tfds(key, split=split, data_dir=data_dir, download=download)
-    if key == "cifar10":
-        folder = _local_folder(data_dir, ("cifar10", "cifar-10-batches-bin"), "*.bin")
-        if folder is not None:
-            logger.info("loading cifar10 %s from binary batches in %s", split, folder)
-            return load_cifar10_folder(folder, _check_split(split))
-        return load_tfds(key, split=split, data_dir=data_dir, download=download)
-    return load_tfds(name, split=split, data_dir=data_dir, download=download)
+        if folder is None:
+            return _tfds_fallback(
+                key, "IDX files", _IDX_FILES, (key,), split, data_dir, download, options
+            )
+        logger.info("loading %s %s from IDX files in %s", key, split, folder)
+        dataset = load_idx_folder(folder, _check_split(split), name=key)
+    elif key == "cifar10":
+        subfolders = ("cifar10", "cifar-10-batches-bin")
+        folder = _local_folder(data_dir, subfolders, "*.bin")
+        if folder is None:
+            return _tfds_fallback(
+                key, "CIFAR-10 .bin batches", _CIFAR_FILES, subfolders, split, data_dir,
+                download, options,
+            )
+        logger.info("loading cifar10 %s from binary batches in %s", split, folder)
+        dataset = load_cifar10_folder(folder, _check_split(split))
+    else:
+        return load_tfds(name, split=split, data_dir=data_dir, download=download, **options)
+    return transform_dataset(dataset, **options)
