@@ -23,6 +23,10 @@ def code_scores(flat, codebook):
     no elementwise pass runs over the (N, K) matrix. Multiplying by −2 is
     exact in floating point, so the scores are bit-for-bit those of
     ``‖e‖² − 2 · matmul(z, e)``.
+
+    Their float32 rounding error is about 2⁻²⁴ · √D · ‖z‖ ‖e‖ (D instead of
+    √D at worst), so `nearest_code` passes both sides centred on the
+    codebook mean.
     """
     return tf.nn.bias_add(
         tf.matmul(flat, -2.0 * codebook, transpose_b=True),
@@ -33,58 +37,109 @@ def code_scores(flat, codebook):
 def nearest_code(flat, codebook, block_rows=None):
     """Index of the nearest codebook row for each row of ``flat``.
 
-    ‖z − e‖² = ‖z‖² − 2 z·e + ‖e‖²; the argmin needs only ‖e‖² − 2 z·e
-    (`code_scores`): one (N, D) x (D, K) matmul with a fused bias.
+    k = argmin_j ‖z − e_j‖² in two stages (equal fast scores, e.g. duplicate
+    codes, go to the lowest index; other exact ties keep the fast choice):
+
+    1. Fast scores: `code_scores` of z − μ and e − μ, where μ is the
+       codebook mean (float32). Subtracting the same vector from both sides
+       leaves every distance unchanged but removes the cancellation of
+       ‖e‖² − 2 z·e when z and e lie far from the origin compared with the
+       codebook's spread. One (N, D) x (D, K) matmul with a fused bias.
+    2. Exact choice between the two best fast scores (argmin; argmin with
+       the first masked): with u = e − z, their distances differ by
+       ‖u_2‖² − ‖u_1‖² = (e_2 − e_1) · (u_2 + u_1), computed from the
+       original values. Its float32 error is a few 2⁻²⁴ relative to
+       ‖e_2 − e_1‖ ‖u_2 + u_1‖, so the sign, and with it the choice, is
+       exact unless the two codes are that close to equidistant.
+
+    The result equals the float64 argmin whenever the nearest code is among
+    the two best fast scores, which holds unless two or more other codes
+    lie within the fast scores' rounding of the nearest (about
+    2⁻²⁴ · √D · ‖z − μ‖ ‖e − μ‖): whatever the offset of z and e from the
+    origin and the norm of z − μ, and for pairs of near-duplicate codes,
+    but not, for example, for three or more near-duplicates (closer to each
+    other than that rounding) far from μ. Rows holding NaN get a valid
+    index.
 
     Args:
         flat: float32 tensor (N, D).
         codebook: float32 tensor (K, D).
         block_rows: None (the default) computes the (N, K) scores in one
-            matmul: the plain graph that TFLite and ONNX convert. An int
-            processes ``flat`` in blocks of that many rows when N is larger
-            (a `tf.while_loop`; the last block is zero-padded), so only a
-            (block_rows, K) block of scores exists at a time: the 2 GiB of
-            scores at N = 65536, K = 8192 become 16 MiB blocks with
+            matmul: the plain graph that TFLite and ONNX convert (built-in
+            ops: MatMul, BiasAdd, ArgMin, Max, SelectV2, GatherV2, Sum). An
+            int processes ``flat`` in blocks of that many rows when N is
+            larger (a `tf.while_loop`; the last block is zero-padded), so
+            only a (block_rows, K) block of scores exists at a time: the
+            2 GiB of scores at N = 65536, K = 8192 become 16 MiB blocks with
             ``block_rows = BLOCK_ELEMENTS // K``, small enough for the
-            last-level cache (about 20 % faster on CPU at that shape). A
-            block's scores can differ from the one-matmul ones only by float32
-            rounding, so the indices can differ only where two codes are that
-            close to tied.
+            last-level cache (about 20 % faster on CPU at that shape). Both
+            forms choose between the same two codes with the same
+            arithmetic.
 
     Returns:
         int32 tensor (N,). `tf.argmin` with int32 output, which TFLite and
         ONNX convert (`keras.ops.argmin` does not).
     """
+    centre = tf.reduce_mean(codebook, axis=0)  # μ, (D,)
+    centred = codebook - centre  # (K, D)
+
+    def nearest(rows):
+        return _rerank(rows, codebook, code_scores(rows - centre, centred))
+
     if block_rows is None:
-        scores = code_scores(flat, codebook)  # (N, K)
-        return tf.argmin(scores, axis=-1, output_type=tf.int32)
+        return nearest(flat)
     block_rows = int(block_rows)
     rows = flat.shape[0]
     if rows is not None and rows <= block_rows:
-        return nearest_code(flat, codebook)
+        return nearest(flat)
     if rows is not None:
-        return _nearest_code_blocked(flat, codebook, block_rows)
+        return _in_blocks(nearest, flat, block_rows)
     return tf.cond(
         tf.shape(flat)[0] > block_rows,
-        lambda: _nearest_code_blocked(flat, codebook, block_rows),
-        lambda: nearest_code(flat, codebook),
+        lambda: _in_blocks(nearest, flat, block_rows),
+        lambda: nearest(flat),
     )
 
 
-def _nearest_code_blocked(flat, codebook, block_rows):
-    """`nearest_code` over blocks of ``block_rows`` rows (last block zero-padded)."""
+def _rerank(flat, codebook, scores):
+    """Exact choice between the two best ``scores`` (see `nearest_code`)."""
+    first = tf.argmin(scores, axis=1, output_type=tf.int32)  # (N,)
+    num_codes = codebook.shape[0]
+    if num_codes == 1:
+        return first
+    # The runner-up: argmin again with the first pick masked by the row's
+    # worst score (not inf, which would wreck the int8 TFLite ranges; one
+    # more argmin pass is cheaper on CPU than `tf.math.top_k`, which made
+    # the EMA training step at N = 65536, K = 512 about 2.5x slower). It
+    # comes back equal to ``first`` only when every other code has the
+    # worst score, and then ``first`` is 0: code 1 is a runner-up.
+    worst = tf.reduce_max(scores, axis=1, keepdims=True)
+    masked = tf.where(tf.range(num_codes) == first[:, None], worst, scores)
+    second = tf.argmin(masked, axis=1, output_type=tf.int32)
+    second = tf.where(tf.equal(second, first), first + 1, second)
+    codes = tf.gather(codebook, tf.stack([first, second], axis=1))  # (N, 2, D)
+    offsets = codes - flat[:, None, :]  # u = e − z
+    # ‖u_2‖² − ‖u_1‖² = (e_2 − e_1) · (u_2 + u_1), without cancellation.
+    excess = tf.reduce_sum(
+        (codes[:, 1] - codes[:, 0]) * (offsets[:, 1] + offsets[:, 0]), axis=1
+    )
+    # The runner-up only when strictly nearer: exact ties (duplicate codes
+    # tie in the fast scores too) keep argmin's lowest index, an int8 TFLite
+    # excess rounded to 0 keeps the fast choice, a NaN row keeps ``first``.
+    return tf.where(excess < 0.0, second, first)
+
+
+def _in_blocks(nearest, flat, block_rows):
+    """``nearest`` over blocks of ``block_rows`` rows (last block zero-padded)."""
     n = tf.shape(flat)[0]
     num_blocks = (n + block_rows - 1) // block_rows
     # At least one block of rows even when N = 0: XLA compiles this branch of
     # the caller's tf.cond for every N and needs the slice to fit.
     padded = tf.pad(flat, [[0, tf.maximum(num_blocks, 1) * block_rows - n], [0, 0]])
-    weights = -2.0 * codebook  # hoisted out of the loop; as in `code_scores`
-    bias = tf.reduce_sum(tf.square(codebook), axis=1)
 
     def body(i, out):
         block = tf.slice(padded, tf.stack([i * block_rows, 0]), [block_rows, -1])
-        scores = tf.nn.bias_add(tf.matmul(block, weights, transpose_b=True), bias)
-        return i + 1, out.write(i, tf.argmin(scores, axis=-1, output_type=tf.int32))
+        return i + 1, out.write(i, nearest(block))
 
     _, out = tf.while_loop(
         lambda i, _: i < num_blocks,

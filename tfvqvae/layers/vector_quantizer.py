@@ -11,10 +11,13 @@ codebook vectors e_1..e_K and passes gradients straight through:
 
 where sg is `tf.stop_gradient` and the means run over every element. Worked
 through one shape: inputs (16, 32, 32, 64) with K=512 are flattened to
-(16384, 64), (16384, 64) x (64, 512) matmuls give ‖e‖² − 2 z·e (the
-distances less ‖z‖², which does not change the argmin; in two blocks of 8192
-rows, so the (N, K) matrix never exists at once), and the indices come back
-as int32 (16, 32, 32).
+(16384, 64); z and e are centred on the codebook mean μ (which leaves every
+distance unchanged and keeps float32 exact far from the origin);
+(16384, 64) x (64, 512) matmuls give 2 (z − μ)·(e − μ) − ‖e − μ‖² (‖z‖² less
+the distances, which does not change the order; in two blocks of 8192 rows,
+so the (N, K) matrix never exists at once); the 2 best codes of each row are
+re-ranked by the exact difference of their distances (`nearest_code`), and
+the indices come back as int32 (16, 32, 32).
 
 Codebook health (both off by default):
   * ``kmeans_init``: on the first training batch the codebook is set to the
@@ -22,6 +25,10 @@ Codebook health (both off by default):
     the global batch, gathered from all replicas).
   * ``restart_unused_after=T``: a code not chosen in T consecutive training
     steps is re-seeded with a random encoder output of the current batch.
+
+A training batch whose encoder outputs hold NaN or Inf on any replica changes
+no state: no k-means, restart, statistics update or step count (the models
+skip that step's gradient update as well).
 
 Reference: van den Oord, Vinyals, Kavukcuoglu, "Neural Discrete Representation
 Learning", NeurIPS 2017, https://arxiv.org/abs/1711.00937
@@ -249,8 +256,14 @@ class VectorQuantizer(keras.layers.Layer):
         inputs = self._check_inputs(inputs)
         z = tf.cast(inputs, tf.float32)
         flat = tf.reshape(z, [-1, self.embedding_dim])  # (B, H, W, D) -> (B*H*W, D)
-        if training and self.kmeans_init:
-            self._kmeans_on_first_step(flat)
+        if training:
+            # A batch with NaN / Inf on any replica changes no state at all:
+            # no k-means, statistics, restart or step count (the model skips
+            # its gradient step too). The flag is all-reduced, so every
+            # replica takes the same branch.
+            finite = self._all_finite_across_replicas(flat)
+            if self.kmeans_init:
+                self._kmeans_on_first_step(flat, finite)
         codebook = tf.convert_to_tensor(self.codebook)  # read after any k-means assign
         # In blocks of rows: the (N, K) scores never exist at once.
         flat_indices = nearest_code(
@@ -267,10 +280,10 @@ class VectorQuantizer(keras.layers.Layer):
             tf.square(flat - tf.stop_gradient(flat_quantized))
         )
         if training:
-            self._update_codebook(flat, flat_indices, counts)
+            self._update_codebook(flat, flat_indices, counts, finite)
             if self.restart_unused_after is not None:
-                self._restart_unused(flat, counts)
-            self.training_steps.assign_add(1.0)
+                self._restart_unused(flat, counts, finite)
+            self.training_steps.assign_add(tf.where(finite, 1.0, 0.0))
         z_q = tf.reshape(flat_quantized, tf.shape(z))  # (B*H*W, D) -> (B, H, W, D)
         # Straight-through: forward value z_q, gradient d out / d z = identity.
         quantized = z + tf.stop_gradient(z_q - z)
@@ -284,22 +297,48 @@ class VectorQuantizer(keras.layers.Layer):
         )
 
     def distances(self, inputs):
-        """Squared distances ‖z‖² − 2 z·e + ‖e‖², shape ``inputs.shape[:-1] + (K,)``."""
+        """Squared distances ‖z − e‖² to every code: float32, ``inputs.shape[:-1] + (K,)``.
+
+        Computed as ‖z − μ‖² − 2 (z − μ)·(e − μ) + ‖e − μ‖² about the
+        codebook mean μ (one matmul; exact algebra, and float32 rounding
+        relative to the spread of the codebook instead of to ‖z‖ and ‖e‖:
+        an absolute error of about 2⁻²⁴ · D · (‖z − μ‖ + ‖e − μ‖)²), then
+        clamped at 0, so never negative. Use ``indices()`` for the codes:
+        its choice is exact (see `nearest_code`).
+
+        Raises:
+            TypeError: for non-floating inputs.
+            ValueError: when the last axis is not ``embedding_dim`` or the
+                rank is below 2.
+        """
         inputs = self._check_inputs(inputs)
         z = tf.cast(inputs, tf.float32)
-        flat = tf.reshape(z, [-1, self.embedding_dim])
         codebook = tf.convert_to_tensor(self.codebook)
+        centre = tf.reduce_mean(codebook, axis=0)  # μ, (D,)
+        flat = tf.reshape(z, [-1, self.embedding_dim]) - centre  # (N, D)
+        centred = codebook - centre  # (K, D)
         d = (
             tf.reduce_sum(tf.square(flat), axis=1, keepdims=True)
-            - 2.0 * tf.matmul(flat, codebook, transpose_b=True)
-            + tf.reduce_sum(tf.square(codebook), axis=1)
+            - 2.0 * tf.matmul(flat, centred, transpose_b=True)
+            + tf.reduce_sum(tf.square(centred), axis=1)
         )  # (N, K)
         return tf.reshape(
-            d, tf.concat([tf.shape(z)[:-1], [self.num_embeddings]], axis=0)
+            tf.maximum(d, 0.0), tf.concat([tf.shape(z)[:-1], [self.num_embeddings]], axis=0)
         )
 
     def indices(self, inputs):
-        """int32 codes of ``inputs``: shape ``inputs.shape[:-1]``, values in [0, K)."""
+        """int32 codes of ``inputs``: shape ``inputs.shape[:-1]``, values in [0, K).
+
+        The argmin of ‖z − e‖², exact in the sense of
+        `nearest_code` (centred one-matmul scores, the best few re-ranked
+        by the exact distance difference). One graph without loops, which
+        SavedModel, TFLite (built-in ops) and ONNX export.
+
+        Raises:
+            TypeError: for non-floating inputs.
+            ValueError: when the last axis is not ``embedding_dim`` or the
+                rank is below 2.
+        """
         inputs = self._check_inputs(inputs)
         z = tf.cast(inputs, tf.float32)
         flat = tf.reshape(z, [-1, self.embedding_dim])
@@ -376,13 +415,19 @@ class VectorQuantizer(keras.layers.Layer):
         step = tf.cast(self.training_steps, tf.int32)
         return tf.stack([tf.constant(self.seed, tf.int32) + salt, step])
 
-    def _kmeans_on_first_step(self, flat):
+    @staticmethod
+    def _all_finite_across_replicas(flat):
+        """Scalar bool: no replica's ``flat`` holds a NaN or Inf."""
+        bad = 1.0 - tf.cast(tf.reduce_all(tf.math.is_finite(flat)), tf.float32)
+        return tf.equal(sum_across_replicas(bad), 0.0)
+
+    def _kmeans_on_first_step(self, flat, finite):
         # NB: TensorFlow allows no cross-replica call inside control flow, so
         # the global batch is gathered outside the cond (one row per replica
         # after the first step: gathering empty tensors crashes TF 2.21),
         # k-means runs on it locally and identically on every replica, and the
         # assignment also stays outside the cond.
-        first_step = tf.equal(self.training_steps, 0.0)
+        first_step = tf.logical_and(tf.equal(self.training_steps, 0.0), finite)
         batch = gather_across_replicas(
             tf.cond(first_step, lambda: flat, lambda: flat[:1])
         )
@@ -399,14 +444,15 @@ class VectorQuantizer(keras.layers.Layer):
         """Replaces the codebook rows where ``mask`` is True with ``vectors``."""
         self.codebook.assign(tf.where(mask[:, None], vectors, self.codebook))
 
-    def _update_codebook(self, flat, flat_indices, counts):
+    def _update_codebook(self, flat, flat_indices, counts, finite):
         """Statistics update on a training step; the gradient layer has none."""
 
-    def _restart_unused(self, flat, counts):
+    def _restart_unused(self, flat, counts, finite):
         steps_unused = tf.where(counts > 0, 0.0, self.steps_unused + 1.0)
-        dead = steps_unused >= float(self.restart_unused_after)
+        dead = tf.logical_and(steps_unused >= float(self.restart_unused_after), finite)
         candidates = sample_rows(flat, self.num_embeddings, self._step_seed(2))
         self._set_codes(dead, candidates)
+        steps_unused = tf.where(finite, steps_unused, self.steps_unused)
         self.steps_unused.assign(tf.where(dead, 0.0, steps_unused))
 
     # -------------------------------------------------------------- config

@@ -25,6 +25,11 @@ under mixed precision, and n and s are summed across replicas
 ``MirroredStrategy`` holds the codebook a single device would compute on the
 whole global batch.
 
+Non-finite inputs: when any replica's inputs hold a NaN or Inf (a bad batch,
+a diverged encoder), the step leaves N, m and the codebook untouched: a flag
+is all-reduced so that every replica skips together. The model's train step
+then skips its gradient update too (`tfvqvae.models.autoencoder`).
+
 Reference: van den Oord et al., "Neural Discrete Representation Learning",
 appendix A.1, https://arxiv.org/abs/1711.00937
 """
@@ -113,7 +118,7 @@ class VectorQuantizerEMA(VectorQuantizer):
     def _codebook_loss(self, flat, flat_quantized):
         return tf.zeros([], tf.float32)
 
-    def _update_codebook(self, flat, flat_indices, counts):
+    def _update_codebook(self, flat, flat_indices, counts, finite):
         sums = sum_across_replicas(
             segment_sum(flat, flat_indices, self.num_embeddings)
         )  # (K, D): no (N, K) one-hot is materialised
@@ -126,9 +131,16 @@ class VectorQuantizerEMA(VectorQuantizer):
             / (total + self.num_embeddings * self.epsilon)
             * total
         )
-        self.ema_cluster_size.assign(cluster_size)
-        self.ema_embedding_sum.assign(embedding_sum)
-        self.codebook.assign(embedding_sum / smoothed[:, None])
+        codebook = embedding_sum / smoothed[:, None]
+        # NB: a select, not a multiply by 0 (NaN * 0 is NaN). The new values
+        # are checked too (a finite batch whose sums overflow).
+        keep = tf.logical_or(
+            tf.logical_not(finite),
+            tf.logical_not(tf.reduce_all(tf.math.is_finite(codebook))),
+        )
+        self.ema_cluster_size.assign(tf.where(keep, self.ema_cluster_size, cluster_size))
+        self.ema_embedding_sum.assign(tf.where(keep, self.ema_embedding_sum, embedding_sum))
+        self.codebook.assign(tf.where(keep, self.codebook, codebook))
 
     def _set_codes(self, mask, vectors):
         """Replaces codes and resets their statistics to N_i = 1, m_i = e_i."""
