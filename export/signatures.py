@@ -23,6 +23,26 @@ replaces every out-of-range code by K before the codebook lookup, and the
 lookup (TFLite GATHER, onnxruntime Gather) fails on it. Without that step
 ONNX would wrap negative codes around (Gather accepts -K..-1).
 
+Input contracts, each an assertion in the SavedModel (InvalidArgumentError
+with the message quoted):
+
+* ``encode`` / ``reconstruct``: "images must hold at least one image
+  (batch >= 1)"; "images must be finite (no NaN or Inf)". Values are not
+  range-checked: images in [0, 255] give codes and images silently, as in
+  any graph (the Python API refuses them).
+* ``decode``: "<level>_codes must hold at least one code map (batch >= 1)";
+  the code range, as above.
+* ``sample``: "temperature must be positive and finite"; "labels must hold
+  at least one label (one sample each)"; "labels must lie in [0, N)";
+  "num_samples must be positive".
+
+The TFLite and ONNX converters drop these assertions: there an empty batch
+fails inside the runtime (an error of LiteRT / onnxruntime, not this
+message), and NaN / Inf pixels are NOT detected: ``encode`` returns in-range
+codes chosen by the runtime's arg-min over NaN distances and ``reconstruct``
+returns the (finite) images decoded from them, silently. Check
+``np.isfinite(images).all()`` before calling a converted model.
+
 ``sample`` (SavedModel only) runs the library's own samplers
 (`tfvqvae.models.sampling`, naive or cached) for every level, top first, the
 bottom level given the sampled top codes, with the seeds that
@@ -72,6 +92,28 @@ def _checked_shape(tensor, expected, name):
         return tf.identity(tensor)
 
 
+def _non_empty(tensor, message):
+    """``tensor`` once its batch axis holds at least one element (checked at run time)."""
+    check = tf.debugging.assert_positive(tf.shape(tensor)[0], message=message)
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
+def _checked_images(images, image_shape):
+    """Images checked for shape, a batch of at least one, and finite values."""
+    images = _checked_shape(images, image_shape, "images")
+    images = _non_empty(images, "images must hold at least one image (batch >= 1)")
+    # NB: tf.debugging.Assert (not check_numerics, which TFLite has no kernel
+    # for): the converters drop it, as the other assertions.
+    finite = tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(images)),
+        ["images must be finite (no NaN or Inf). Received non-finite values:",
+         tf.reduce_sum(tf.cast(tf.logical_not(tf.math.is_finite(images)), tf.int32))],
+    )
+    with tf.control_dependencies([finite]):
+        return tf.identity(images)
+
+
 def _guarded_codes(codes, num_embeddings, name):
     """Codes checked to lie in [0, K); any that do not become K (see the module docstring)."""
     valid = (codes >= 0) & (codes < num_embeddings)
@@ -90,7 +132,7 @@ def make_encode(model, image_shape):
     """encode(images) -> {<level>_codes: int32 (B, h, w)}."""
 
     def encode(images):
-        images = _checked_shape(images, image_shape, "images")
+        images = _checked_images(images, image_shape)
         codes = model.encode_levels(images)
         return {code_name(level): codes[level] for level in model.levels}
 
@@ -108,6 +150,9 @@ def make_decode(model, image_shape):
         for level, spec, level_codes in zip(model.levels, specs, codes):
             name = code_name(level)
             level_codes = _checked_shape(level_codes, spec.shape[1:], name)
+            level_codes = _non_empty(
+                level_codes, f"{name} must hold at least one code map (batch >= 1)"
+            )
             if len(codes) > 1:
                 same_batch = tf.debugging.assert_equal(
                     tf.shape(level_codes)[0], batch,
@@ -125,7 +170,7 @@ def make_reconstruct(model, image_shape):
     """reconstruct(images) -> {reconstructions: float32}: decode(encode(images))."""
 
     def reconstruct(images):
-        images = _checked_shape(images, image_shape, "images")
+        images = _checked_images(images, image_shape)
         return {"reconstructions": model.decode_levels(model.encode_levels(images))}
 
     return reconstruct, [image_spec(image_shape)]
@@ -160,10 +205,13 @@ def make_sample(model, priors, method="cached"):
     empty = tf.zeros([0], tf.int32)
 
     def draw(seed, temperature, labels, batch):
-        positive = tf.debugging.assert_positive(
-            temperature, message="temperature must be positive"
+        # NB: assert_positive alone lets Inf through.
+        valid = tf.debugging.Assert(
+            tf.math.is_finite(temperature) & (temperature > 0.0),
+            ["temperature must be positive and finite. Received: temperature =",
+             temperature],
         )
-        with tf.control_dependencies([positive]):
+        with tf.control_dependencies([valid]):
             temperature = tf.identity(temperature)
         codes = {}
         for index, level in enumerate(model.levels):
@@ -188,6 +236,10 @@ def make_sample(model, priors, method="cached"):
         def sample(seed, temperature, labels):
             message = f"labels must lie in [0, {num_classes})"
             in_range = [
+                tf.debugging.assert_positive(
+                    tf.size(labels),
+                    message="labels must hold at least one label (one sample each)",
+                ),
                 tf.debugging.assert_non_negative(labels, message=message),
                 tf.debugging.assert_less(labels, num_classes, message=message),
             ]

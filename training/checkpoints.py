@@ -19,6 +19,11 @@ only the epoch, and writes in place; these callbacks restore the step. Under
 multi-worker training every worker must run the saves (reading a variable
 synchronised on read is a collective op); only the chief passes the run's
 folder, the others a scratch folder.
+
+`StopOnNonFinite` stops a run at the first training step whose loss or
+gradients were NaN or Inf (the models skip such a step: ``nonfinite`` = 1.0
+in its logs); it runs before the checkpoint callbacks, so nothing is saved
+after that step and ``latest.json`` keeps naming the last good checkpoint.
 """
 
 import json
@@ -40,18 +45,30 @@ def latest_state(folder):
     pointer = Path(folder) / LATEST
     if not pointer.is_file():
         return None
+    text = pointer.read_text(errors="replace")
     try:
-        record = json.loads(pointer.read_text())
-        epoch, name = int(record["epoch"]), record["path"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{pointer} is not a checkpoint pointer: {error}") from error
+        record = json.loads(text)
+        epoch, name, step = record["epoch"], record["path"], record.get("step")
+        if not _is_count(epoch) or not (step is None or _is_count(step)):
+            raise ValueError("epoch and step must be non-negative integers")
+        if not isinstance(name, str) or not name or Path(name).name != name:
+            raise ValueError("path must be a file name")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        shown = text if len(text) <= 200 else text[:200] + "..."
+        raise ValueError(
+            f"{pointer} is not a checkpoint pointer ({type(error).__name__}: {error}). "
+            f"Received: {' '.join(shown.split())}"
+        ) from None
     path = Path(folder) / name
     if not path.is_file():
         raise FileNotFoundError(
             f"{pointer} names a checkpoint that does not exist: {path}"
         )
-    step = record.get("step")
-    return {"epoch": epoch, "step": None if step is None else int(step), "path": path}
+    return {"epoch": epoch, "step": step, "path": path}
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def latest_checkpoint(folder):
@@ -133,3 +150,71 @@ class StepBackup(keras.callbacks.Callback):
         for old in self.folder.glob("step-*.keras"):
             if old.name != name:
                 old.unlink()
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raises FloatingPointError after a training step that was skipped as non-finite.
+
+    `VQVAE`, `VQVAE2` and `PixelCNNPrior` skip a step whose loss or
+    gradients hold NaN or Inf (no weight, codebook, EMA or optimizer update)
+    and log ``nonfinite`` = 1.0 for it. This callback turns that flag into an
+    error naming the step and the newest good checkpoint. List it before the
+    checkpoint callbacks (Keras calls callbacks in list order), so that none
+    of them saves after the bad step.
+
+    Args:
+        folder: the checkpoint folder (``latest.json``), or None.
+        steps_per_epoch: training steps per epoch, or None (the message then
+            gives the epoch and batch only).
+        initial_step: global step the current ``fit`` starts from (as
+            `StepBackup`).
+
+    Raises (from ``on_train_batch_end``):
+        FloatingPointError: the message names the global step (1-based: the
+            step that would have completed step ``G``), the epoch and batch,
+            and the checkpoint that ``latest.json`` names (or that there is
+            none yet).
+    """
+
+    def __init__(self, folder=None, steps_per_epoch=None, initial_step=0):
+        super().__init__()
+        self.folder = None if folder is None else Path(folder)
+        self.steps_per_epoch = steps_per_epoch
+        self.initial_step = initial_step
+        self._epoch = 0
+        self._epoch_start = initial_step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if self.steps_per_epoch is not None:
+            self._epoch_start = max(epoch * self.steps_per_epoch, self.initial_step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        flag = (logs or {}).get("nonfinite")
+        if flag is None or not float(flag) > 0.0:
+            return
+        where = f"epoch {self._epoch + 1}, batch {batch + 1}"
+        if self.steps_per_epoch is not None:
+            where = f"global step {self._epoch_start + batch + 1} ({where})"
+        raise FloatingPointError(
+            f"Training stopped at {where}: its loss or gradients were NaN or Inf "
+            "(a bad batch or a diverged model). The step was skipped, so the "
+            "weights, codebook, EMA statistics and optimizer state are those of "
+            f"the step before. {self._checkpoint_text()}"
+        )
+
+    def _checkpoint_text(self):
+        if self.folder is None:
+            return "No checkpoint folder was given."
+        try:
+            state = latest_state(self.folder)
+        except (ValueError, FileNotFoundError) as error:
+            return f"The checkpoint pointer in {self.folder} is unreadable: {error}"
+        if state is None:
+            return f"No checkpoint has been written yet in {self.folder}."
+        step = "" if state["step"] is None else f", step {state['step']}"
+        return (
+            f"The newest good checkpoint is {state['path']} (epoch {state['epoch']}"
+            f"{step}); resume from it after fixing the data or lowering the "
+            "learning rate."
+        )

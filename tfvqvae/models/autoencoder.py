@@ -17,6 +17,14 @@ The quantiser terms are added here, in ``train_step``, rather than with
 its loss by the number of replicas because Keras sums the replicas'
 gradients, so the update equals a single-device step on the global batch.
 
+Non-finite steps: when the loss or a gradient of a training step is NaN or
+Inf on any replica, the step is skipped whole: no optimizer update (weights,
+Adam moments and ``optimizer.iterations`` stay as they were) and no EMA
+codebook update (`VectorQuantizerEMA` checks its own inputs). The step's
+logs carry ``nonfinite`` = 1.0 (0.0 otherwise) and the skipped step adds
+nothing to the epoch's metrics; `tfvqvae.training.checkpoints.StopOnNonFinite`
+turns the flag into an error that names the step.
+
 Metrics: ``loss``, ``mse`` and, per level, ``commitment_loss``,
 ``codebook_loss`` (gradient quantisers only), ``perplexity`` (per batch),
 ``usage`` (% of codes used in the epoch) and ``dead_codes``; prefixed with
@@ -28,6 +36,7 @@ import keras
 import tensorflow as tf
 
 from tfvqvae.distribute import multi_worker_logs
+from tfvqvae.layers.cross_replica import sum_across_replicas
 from tfvqvae.layers.vector_quantizer import VectorQuantizer
 from tfvqvae.models.dtype_config import from_config_under_policy
 from tfvqvae.layers.vector_quantizer_ema import VectorQuantizerEMA
@@ -55,6 +64,105 @@ def quantizer_argument(name, value, seed=0):
     if not value.built:
         value.build((None, None, None, value.embedding_dim))
     return value
+
+
+# Eager image checks: values outside [IMAGE_MIN, IMAGE_MAX] are refused.
+# The margin around [0, 1] lets through reconstructions (not clipped) and
+# slightly augmented images; [0, 255] and [-1, 1] images are refused.
+IMAGE_MIN = -0.5
+IMAGE_MAX = 1.5
+
+
+def check_image_values(images, kind):
+    """Refuses NaN / Inf pixels and values far outside [0, 1] (eager tensors only).
+
+    Args:
+        images: float tensor.
+        kind: the model's class name, for the message.
+
+    Raises:
+        ValueError: if ``images`` holds NaN or Inf, or a value outside
+            [`IMAGE_MIN`, `IMAGE_MAX`] (e.g. images in [0, 255]).
+
+    Inside a ``tf.function`` (``fit``, ``predict``, exported signatures) it
+    does nothing: values are not known while tracing.
+    """
+    if not tf.executing_eagerly() or int(tf.size(images)) == 0:
+        return
+    values = tf.cast(images, tf.float32)
+    finite = tf.math.is_finite(values)
+    if not bool(tf.reduce_all(finite)):
+        bad = int(tf.reduce_sum(tf.cast(~finite, tf.int32)))
+        raise ValueError(
+            f"{kind} expects finite images in [0, 1], but the images contain NaN "
+            f"or Inf. Received: images with {bad} non-finite value(s) out of "
+            f"{int(tf.size(values))}"
+        )
+    low, high = float(tf.reduce_min(values)), float(tf.reduce_max(values))
+    if low < IMAGE_MIN or high > IMAGE_MAX:
+        hint = (
+            "they look like [0, 255] pixels: divide them by 255"
+            if high > IMAGE_MAX
+            else "map [-1, 1] images to [0, 1] with (x + 1) / 2"
+        )
+        raise ValueError(
+            f"{kind} expects images in [0, 1] (values in [{IMAGE_MIN}, {IMAGE_MAX}] "
+            f"are accepted); {hint}. Received: images with values in [{low:g}, {high:g}]"
+        )
+
+
+def apply_gradients_if_finite(optimizer, loss, gradients, variables):
+    """Applies ``gradients`` only when they and ``loss`` are finite on every replica.
+
+    Call it in a train step (replica context). A non-finite step is skipped
+    whole: the optimizer's slots and ``iterations`` are not touched (scaling
+    the gradients by zero would still move Adam's moments). Under a
+    `keras.optimizers.LossScaleOptimizer` only the loss is checked: that
+    optimizer skips non-finite scaled gradients itself and lowers its scale.
+
+    Args:
+        optimizer: a built or unbuilt Keras optimizer.
+        loss: float scalar, the replica's loss (unscaled).
+        gradients: list of gradients (None entries are ignored).
+        variables: the matching variables.
+
+    Returns:
+        bool scalar tensor: True when the step was applied (the same on
+        every replica).
+    """
+    checks = [tf.reduce_all(tf.math.is_finite(tf.cast(loss, tf.float32)))]
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        checks += [
+            tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None
+        ]
+    local_bad = 1.0 - tf.cast(tf.reduce_all(tf.stack(checks)), tf.float32)
+    finite = tf.equal(sum_across_replicas(local_bad), 0.0)
+    if not optimizer.built:  # build outside the cond: no variable creation in a branch
+        optimizer.build(variables)
+
+    def apply(gradients):
+        optimizer.apply_gradients(zip(gradients, variables))
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: apply(gradients), lambda: None)
+    else:
+        # MirroredStrategy: apply_gradients calls merge_call, which TensorFlow
+        # refuses inside a replica-context cond; the cond runs in cross-replica
+        # context instead (as keras.optimizers.LossScaleOptimizer does). The
+        # gradients go through merge_call's args: each replica applies its own.
+        def cross_replica(distribution, finite, gradients):
+            # Every replica holds the same all-reduced flag: take the first.
+            first = distribution.experimental_local_results(finite)[0]
+
+            def apply_on_every_replica():
+                distribution.extended.call_for_each_replica(apply, args=(gradients,))
+
+            tf.cond(first, apply_on_every_replica, lambda: None)
+
+        tf.distribute.get_replica_context().merge_call(
+            cross_replica, args=(finite, list(gradients))
+        )
+    return finite
 
 
 class QuantizedAutoencoder(keras.Model):
@@ -97,6 +205,14 @@ class QuantizedAutoencoder(keras.Model):
 
     # ------------------------------------------------------------ checks
     def _check_images(self, images):
+        """``images`` as a float tensor (batch, H, W, image_channels), checked.
+
+        Raises:
+            TypeError: non-float images.
+            ValueError: a wrong rank, channel count or size; in eager mode
+                also NaN / Inf values or values outside [-0.5, 1.5]
+                (`check_image_values`).
+        """
         images = tf.convert_to_tensor(images)
         kind = type(self).__name__
         if not images.dtype.is_floating:
@@ -116,6 +232,7 @@ class QuantizedAutoencoder(keras.Model):
                     f"Image height and width must be divisible by {self.size_multiple} "
                     f"({self._size_reason}). Received: images with shape={shape}"
                 )
+        check_image_values(images, kind)
         return images
 
     @staticmethod
@@ -151,19 +268,28 @@ class QuantizedAutoencoder(keras.Model):
             loss = loss + output.codebook_loss + output.commitment_loss
         return loss, mse, outputs
 
-    def _update_metrics(self, images, loss, mse, outputs):
+    def _update_metrics(self, images, loss, mse, outputs, applied=None):
         # Weighted by batch size: epoch values are per-image means even when
-        # the last batch is smaller.
+        # the last batch is smaller. A skipped step (applied False) adds
+        # nothing: weight 0 and its values replaced by 0 (NaN * 0 is NaN).
         batch_size = tf.cast(tf.shape(images)[0], tf.float32)
+        if applied is not None:
+            batch_size = batch_size * tf.cast(applied, tf.float32)
         values = {"loss": loss, "mse": mse}
         for level, output in outputs.items():
             prefix = self._prefix[level]
             values[f"{prefix}commitment_loss"] = output.commitment_loss
             values[f"{prefix}codebook_loss"] = output.codebook_loss
             values[f"{prefix}perplexity"] = output.perplexity
-            self._usage[level].update_state(output.counts)
+            counts = output.counts
+            if applied is not None:
+                counts = tf.where(applied, counts, tf.zeros_like(counts))
+            self._usage[level].update_state(counts)
         for name, tracker in self._trackers.items():
-            tracker.update_state(values[name], sample_weight=batch_size)
+            value = values[name]
+            if applied is not None:
+                value = tf.where(applied, value, tf.zeros_like(value))
+            tracker.update_state(value, sample_weight=batch_size)
         return self.get_metrics_result()
 
     def train_step(self, data):
@@ -175,8 +301,14 @@ class QuantizedAutoencoder(keras.Model):
             # gradient of the global-batch mean.
             scaled_loss = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return multi_worker_logs(self._update_metrics(images, loss, mse, outputs))
+        # A NaN / Inf loss or gradient never reaches the weights or the
+        # optimizer state (the EMA quantizer guards its own update).
+        applied = apply_gradients_if_finite(
+            self.optimizer, loss, gradients, self.trainable_weights
+        )
+        logs = dict(self._update_metrics(images, loss, mse, outputs, applied))
+        logs["nonfinite"] = 1.0 - tf.cast(applied, tf.float32)
+        return multi_worker_logs(logs)
 
     def test_step(self, data):
         images = unpack_images(data)

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from tfvqvae.distribute import multi_worker_logs
 from tfvqvae.layers.gated_block import GatedBlock
+from tfvqvae.models.autoencoder import apply_gradients_if_finite
 from tfvqvae.validation import positive_int
 from tfvqvae.models.dtype_config import from_config_under_policy
 from tfvqvae.models.dtype_config import with_dtype_policy
@@ -55,6 +56,12 @@ class PixelCNNPrior(keras.Model):
     [, "condition": int (B, h, w)]}`` (a ``y`` is ignored) and reports
     ``loss`` (= ``nll``, nats per code) and ``bits_per_dim``.
     ``model(inputs)`` returns logits (B, H, W, K).
+
+    A training step whose loss or gradients are NaN / Inf (on any replica) is
+    skipped: weights, optimizer slots and ``optimizer.iterations`` stay as
+    they were, the step adds nothing to the epoch's metrics and its logs
+    carry ``nonfinite`` = 1.0 (0.0 otherwise); see
+    `tfvqvae.training.checkpoints.StopOnNonFinite`.
 
     Args:
         num_embeddings: K, codes take values in [0, K).
@@ -269,8 +276,11 @@ class PixelCNNPrior(keras.Model):
         )
         return nll, tf.shape(codes)[0]
 
-    def _update_metrics(self, nll, batch_size):
+    def _update_metrics(self, nll, batch_size, applied=None):
         weight = tf.cast(batch_size, tf.float32)
+        if applied is not None:  # a skipped step adds nothing (NaN * 0 is NaN)
+            weight = weight * tf.cast(applied, tf.float32)
+            nll = tf.where(applied, nll, tf.zeros_like(nll))
         self._nll.update_state(nll, sample_weight=weight)
         self._bits.update_state(nll / math.log(2.0), sample_weight=weight)
         results = self.get_metrics_result()
@@ -283,8 +293,12 @@ class PixelCNNPrior(keras.Model):
             nll, batch_size = self._objective(data, training=True)
             scaled = self.optimizer.scale_loss(nll / replicas)
         gradients = tape.gradient(scaled, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
-        return multi_worker_logs(self._update_metrics(nll, batch_size))
+        applied = apply_gradients_if_finite(
+            self.optimizer, nll, gradients, self.trainable_weights
+        )
+        logs = dict(self._update_metrics(nll, batch_size, applied))
+        logs["nonfinite"] = 1.0 - tf.cast(applied, tf.float32)
+        return multi_worker_logs(logs)
 
     def test_step(self, data):
         return multi_worker_logs(self._update_metrics(*self._objective(data, training=False)))
@@ -309,17 +323,22 @@ class PixelCNNPrior(keras.Model):
             num_samples: B; may be omitted when labels or condition give it.
             labels: int (B,) classes for a class-conditional prior.
             condition: int (B, h, w) top codes for a conditioned prior.
-            temperature: > 0; logits are divided by it. Defaults to 1.0.
+            temperature: a finite number > 0; logits are divided by it.
+                Defaults to 1.0.
             seed: int; the same seed gives the same maps. Defaults to 0.
             method: "cached" (fast) or "naive" (a full forward pass per
                 position; the reference). Defaults to "cached".
+
+        Raises:
+            ValueError: an unknown ``method``, a temperature that is not a
+                finite positive number (0, negative, NaN, Inf), bad labels /
+                condition, or no way to tell the number of samples.
         """
         from tfvqvae.models import sampling
 
         if method not in ("cached", "naive"):
             raise ValueError(f"`method` must be 'cached' or 'naive'. Received: method={method!r}")
-        if not temperature > 0:
-            raise ValueError(f"`temperature` must be positive. Received: temperature={temperature!r}")
+        temperature = sampling.check_temperature(temperature)
         _, labels, condition = self.check_inputs(labels=labels, condition=condition)
         sizes = {t.shape[0] for t in (labels, condition) if t is not None}
         if num_samples is not None:
@@ -330,7 +349,7 @@ class PixelCNNPrior(keras.Model):
                 f"batch size). Received batch sizes: {sorted(sizes)}"
             )
         return sampling.sample(
-            self, method, sizes.pop(), labels, condition, float(temperature), int(seed)
+            self, method, sizes.pop(), labels, condition, temperature, int(seed)
         )
 
     def get_config(self):

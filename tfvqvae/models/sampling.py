@@ -19,6 +19,7 @@ samplers give the same maps whenever their logits agree.
   ``tf.while_loop``s.
 """
 
+import math
 import weakref
 
 import tensorflow as tf
@@ -42,8 +43,38 @@ def gumbel_noise(batch, height, width, num_embeddings, seed):
     return -tf.math.log(-tf.math.log(u))
 
 
+def check_temperature(temperature):
+    """``temperature`` as a Python float once it is a finite number > 0.
+
+    Raises:
+        TypeError: not a real number (a string, None, a non-scalar).
+        ValueError: 0, negative, NaN or Inf (Inf would make every draw
+            uniform noise; NaN every code 0).
+    """
+    try:
+        if isinstance(temperature, (bool, str, bytes)) or temperature is None:
+            raise TypeError
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(
+            "`temperature` must be a finite positive number. "
+            f"Received: temperature={temperature!r}"
+        ) from None
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(
+            "`temperature` must be positive and finite. "
+            f"Received: temperature={temperature!r}"
+        )
+    return value
+
+
 def sample(prior, method, batch, labels, condition, temperature, seed):
-    """Runs the ``method`` sampler, traced once per prior, method and batch size."""
+    """Runs the ``method`` sampler, traced once per prior, method and batch size.
+
+    Raises:
+        ValueError: ``temperature`` is not a finite number > 0.
+    """
+    temperature = check_temperature(temperature)
     cache = _COMPILED.setdefault(prior, {})
     key = (method, batch)
     if key not in cache:

@@ -30,6 +30,13 @@ class VQVAE(QuantizedAutoencoder):
     values in [0, 1]; height and width must be divisible by
     ``2 ** num_downsamples``. Reconstructions are float32 and are not clipped.
 
+    Called eagerly, ``model(x)``, ``encode``, ``encode_levels`` and
+    ``quantize_with_losses`` refuse (ValueError) images holding NaN or Inf
+    and images with a value outside [-0.5, 1.5] (e.g. [0, 255] pixels: divide
+    by 255). Inside a ``tf.function`` (``fit``, ``predict``, exports) values
+    are not checked; ``fit`` skips a step whose loss or gradients are not
+    finite (see `tfvqvae.models.autoencoder`).
+
     Metrics reported by ``fit`` / ``evaluate``: ``loss``, ``mse`` (mean
     squared error in [0, 1] pixel units), ``commitment_loss``,
     ``codebook_loss`` (gradient quantiser only), ``perplexity`` (per batch,
@@ -125,7 +132,16 @@ class VQVAE(QuantizedAutoencoder):
         return reconstruction, {"top": outputs}
 
     def encode(self, images):
-        """int32 code map (batch, height / 2**n, width / 2**n) of ``images``."""
+        """int32 code map (batch, height / 2**n, width / 2**n) of ``images``.
+
+        Args:
+            images: float (batch, height, width, image_channels) in [0, 1].
+
+        Raises:
+            TypeError: non-float images.
+            ValueError: a wrong shape; in eager mode also NaN / Inf values or
+                values outside [-0.5, 1.5] (e.g. [0, 255] images).
+        """
         z_e = self.encoder(self._check_images(images), training=False)
         return self.quantizer.indices(z_e)
 

@@ -124,6 +124,13 @@ class VQVAE2(QuantizedAutoencoder):
     Reconstructions are float32 and are not clipped. The networks are listed
     in the module docstring.
 
+    Called eagerly, ``model(x)``, ``encode``, ``encode_levels`` and
+    ``quantize_with_losses`` refuse (ValueError) images holding NaN or Inf
+    and images with a value outside [-0.5, 1.5] (e.g. [0, 255] pixels: divide
+    by 255). Inside a ``tf.function`` (``fit``, ``predict``, exports) values
+    are not checked; ``fit`` skips a step whose loss or gradients are not
+    finite (see `tfvqvae.models.autoencoder`).
+
     Metrics reported by ``fit`` / ``evaluate``: ``loss``, ``mse`` (mean
     squared error in [0, 1] pixel units) and, for each level (``top_``,
     ``bottom_`` prefix), ``commitment_loss``, ``codebook_loss`` (gradient
@@ -259,7 +266,17 @@ class VQVAE2(QuantizedAutoencoder):
         return reconstruction, {"top": top, "bottom": bottom}
 
     def encode(self, images):
-        """int32 code maps ``(top, bottom)``: (batch, H/8, W/8) and (batch, H/4, W/4)."""
+        """int32 code maps ``(top, bottom)``: (batch, H/8, W/8) and (batch, H/4, W/4).
+
+        Args:
+            images: float (batch, H, W, image_channels) in [0, 1], H and W
+                divisible by 8.
+
+        Raises:
+            TypeError: non-float images.
+            ValueError: a wrong shape; in eager mode also NaN / Inf values or
+                values outside [-0.5, 1.5] (e.g. [0, 255] images).
+        """
         features = self.bottom_encoder(self._check_images(images), training=False)
         top_codes = self.top_quantizer.indices(self.top_encoder(features, training=False))
         top_latents = self.top_quantizer.lookup(top_codes, validate=False)
