@@ -1,11 +1,15 @@
 """Packaging for tfvqvae.
 
-Three source folders, one import name. The library lives in ``tfvqvae/``; the
-command-line training programs live in ``training/`` and the exporters in
-``export/`` (the top level is fixed by the design). ``package_dir`` maps the two
-outer folders *into* the package, so users write ``from tfvqvae.training import
-train`` and ``from tfvqvae.export import ...`` while the library itself never
-imports them (data flows library -> training/export, never back).
+Three source folders. The library lives in ``tfvqvae/``; the command-line
+training programs live in ``training/`` and the exporters in ``export/`` (the
+top level is fixed by the design). ``package_dir`` maps the two outer folders
+*into* the package, so users write ``from tfvqvae.training import train`` and
+``from tfvqvae.export import ...`` while the library itself never imports them
+(data flows library -> training/export, never back).
+
+One more import name, ``tfvqvae_cli`` (source: ``training/launcher/``), is the
+``tfvqvae`` command: it parses arguments without TensorFlow (importing
+``tfvqvae`` imports it) and then imports the command's module.
 """
 
 from setuptools import setup
@@ -31,11 +35,13 @@ setup(
         "tfvqvae.data",
         "tfvqvae.training",
         "tfvqvae.export",
+        "tfvqvae_cli",
     ],
     package_dir={
         "tfvqvae": "tfvqvae",
         "tfvqvae.training": "training",
         "tfvqvae.export": "export",
+        "tfvqvae_cli": "training/launcher",
     },
     # Pinned to the versions probed together on this stack (shared/STACK-NOTES.md).
     # `tensorflow`, not `tensorflow-cpu`: tf-keras (needed later by TFP) depends on
@@ -56,7 +62,9 @@ setup(
         # Exporters (tfvqvae.export): ONNX via tf2onnx, TFLite run by LiteRT.
         # tf2onnx 1.17 accepts opsets 17-18 only (STACK-NOTES).
         "export": EXPORT_REQUIRES,
-        "test": ["pytest>=8", *EXPORT_REQUIRES],
+        # Pillow: independent reference for image conversion tests;
+        # tensorflow-serving-api: the README's gRPC client block, run against a local server.
+        "test": ["pytest>=8", "Pillow>=10", "tensorflow-serving-api==2.21.*", *EXPORT_REQUIRES],
     },
-    entry_points={"console_scripts": ["tfvqvae=tfvqvae.training.cli:main"]},
+    entry_points={"console_scripts": ["tfvqvae=tfvqvae_cli:main"]},
 )

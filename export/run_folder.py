@@ -10,17 +10,17 @@ The exported graphs have a fixed image height and width: the run's
 """
 
 import dataclasses
-import json
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from tfvqvae.data import from_numpy
-from tfvqvae.data import load_dataset
 from tfvqvae.models.autoencoder import QuantizedAutoencoder
 from tfvqvae.models.pixelcnn_prior import PixelCNNPrior
-from tfvqvae.training.train_prior import prior_dir
+from tfvqvae.run_folder import load_keras_file
+from tfvqvae.run_folder import load_run_images
+from tfvqvae.run_folder import prior_dir
+from tfvqvae.run_folder import read_config
 
 
 @dataclasses.dataclass
@@ -72,7 +72,7 @@ class RunFolder:
                 f"{self.path / 'config.json'} names no dataset: the run's images cannot be "
                 "loaded (verification and int8 calibration need them)."
             )
-        dataset = load_dataset(dataset_name, split, data_dir=self.data_dir)
+        dataset = load_run_images(self.config, split, data_dir=self.data_dir)
         limit = self.config.get("max_train_examples") if split == "train" else None
         total = min(len(dataset), limit) if limit else len(dataset)
         count = total if count is None else min(int(count), total)
@@ -92,7 +92,7 @@ def _check_folder(path):
         raise FileNotFoundError(f"Run folder not found: {path}")
     if not path.is_dir():
         raise NotADirectoryError(
-            f"--model must be a run folder of `tfvqvae train`; {path} is a file."
+            f"--run must be a run folder of `tfvqvae train`; {path} is a file."
         )
     if not (path / "model.keras").is_file():
         raise FileNotFoundError(
@@ -100,13 +100,6 @@ def _check_folder(path):
             f"(train one with `tfvqvae train --out {path}`)."
         )
     return path
-
-
-def _load_keras(path, what):
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many kinds for a damaged file
-        raise ValueError(f"Could not load the {what} {path}: {error}") from error
 
 
 def _image_shape(model, config, image_size, data_dir, path):
@@ -122,7 +115,7 @@ def _image_shape(model, config, image_size, data_dir, path):
                 f"{path / 'config.json'} is missing or names no dataset: pass image_size "
                 "(--image-size) to fix the exported image size."
             )
-        height, width, _ = load_dataset(config["dataset"], "test", data_dir=data_dir).image_shape
+        height, width, _ = load_run_images(config, "test", data_dir=data_dir).image_shape
     multiple = model.size_multiple
     if height % multiple or width % multiple:
         raise ValueError(
@@ -174,20 +167,20 @@ def load_run(path, image_size=None, data_dir=None):
         ValueError: model.keras is not a VQ-VAE, or a prior does not fit it.
     """
     path = _check_folder(path)
-    model = _load_keras(path / "model.keras", "model")
+    model = load_keras_file(path / "model.keras", "model", compile=False)
     if not isinstance(model, QuantizedAutoencoder):
         raise ValueError(
             f"{path / 'model.keras'} holds a {type(model).__name__}, not a tfvqvae VQVAE or VQVAE2."
         )
     config_path = path / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = read_config(config_path) if config_path.is_file() else {}
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
     image_shape = _image_shape(model, config, image_size, data_dir, path)
     priors = {}
     for level in model.levels:
         prior_path = prior_dir(path, level) / "model.keras"
         if prior_path.is_file():
-            prior = _load_keras(prior_path, f"{level} prior")
+            prior = load_keras_file(prior_path, f"{level} prior", compile=False)
             _check_prior(prior, level, model, image_shape, prior_path)
             priors[level] = prior
     return RunFolder(

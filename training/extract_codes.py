@@ -12,15 +12,14 @@ trained with (``config.json``). The whole split is encoded: ``max_train_examples
 limits training only. File format: `tfvqvae.data.codes`.
 """
 
-import json
 from pathlib import Path
 
-import keras
-
 from tfvqvae import atomic  # importing tfvqvae registers the models for load_model
-from tfvqvae.data import load_dataset
 from tfvqvae.data import read_code_metadata
 from tfvqvae.data import write_codes
+from tfvqvae.run_folder import load_keras_file
+from tfvqvae.run_folder import load_run_images
+from tfvqvae.run_folder import read_config
 
 DEFAULT_SPLITS = ("train", "test")
 
@@ -91,7 +90,7 @@ def extract_codes(
         raise FileNotFoundError(f"Run folder not found: {run_dir}")
     splits = _split_names(splits)
     config_path = run_dir / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else None
+    config = read_config(config_path) if config_path.is_file() else None
     if dataset is None:
         if config is None:
             raise FileNotFoundError(
@@ -104,7 +103,7 @@ def extract_codes(
     model_path = Path(model_path) if model_path is not None else run_dir / "model.keras"
     if not model_path.is_file():
         raise FileNotFoundError(
-            f"Model not found: {model_path} (train the run to the end, or pass --model)"
+            f"Model not found: {model_path} (train the run to the end, or pass --model-file)"
         )
 
     out = Path(out) if out is not None else run_dir / "codes"
@@ -117,14 +116,15 @@ def extract_codes(
             f"Code file(s) exist: {', '.join(existing)}; pass --overwrite to replace them."
         )
 
-    model = keras.saving.load_model(model_path, compile=False)
+    model = load_keras_file(model_path, "model", compile=False)
+    images = {**(config or {}), "dataset": dataset, "data_dir": data_dir}
     out.mkdir(parents=True, exist_ok=True)
     for path in paths.values():
         # A killed extraction leaves its temporary file; clear ours only.
         for leftover in out.glob(f"{atomic.TEMP_MARKER}*-{path.name}"):
             leftover.unlink()
     for split, path in paths.items():
-        data = load_dataset(dataset, split, data_dir=data_dir)
+        data = load_run_images(images, split)
         write_codes(
             path,
             model,
@@ -141,31 +141,14 @@ def extract_codes(
     return paths
 
 
-def add_arguments(parser):
-    """Adds the ``tfvqvae extract-codes`` options to an argparse parser."""
-    parser.add_argument("--run", required=True,
-                        help="the training run folder (tfvqvae train --out)")
-    parser.add_argument("--model", help="model file to encode with (default RUN/model.keras)")
-    parser.add_argument("--dataset", help="dataset to encode (default: the run's config.json)")
-    parser.add_argument("--data-dir", help="data folder (default: the run's config.json)")
-    parser.add_argument("--splits", default=",".join(DEFAULT_SPLITS),
-                        help="comma-separated splits (default %(default)s)")
-    parser.add_argument("--out", help="output folder (default RUN/codes)")
-    parser.add_argument("--batch-size", type=int, default=256,
-                        help="images per encoding step (default %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing code files")
-
-
 def main(args):
-    """Entry point of ``tfvqvae extract-codes`` (``args`` from `add_arguments`)."""
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be positive. Received: {args.batch_size}")
+    """Entry point of ``tfvqvae extract-codes`` (``args`` from `tfvqvae_cli.parser`)."""
     paths = extract_codes(
         args.run,
         splits=args.splits,
         out=args.out,
         overwrite=args.overwrite,
-        model_path=args.model,
+        model_path=args.model_file,
         dataset=args.dataset,
         data_dir=args.data_dir,
         batch_size=args.batch_size,

@@ -12,31 +12,17 @@ import time
 from pathlib import Path
 
 from tfvqvae.distribute import in_multi_worker_mode
+from tfvqvae.training.config import PRIOR_PRESETS
+from tfvqvae.training.config import PriorConfig
 from tfvqvae.training.extract_codes import extract_codes
 from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
 from tfvqvae.training.resumable import resolve_strategy
 from tfvqvae.training.sample import sample_images
-from tfvqvae.training.train import add_arguments as add_train_arguments
 from tfvqvae.training.train import backup_every_from_args
 from tfvqvae.training.train import config_from_args
 from tfvqvae.training.train import strategy_from_args
 from tfvqvae.training.train import train
-from tfvqvae.training.train_prior import PriorConfig
 from tfvqvae.training.train_prior import train_prior
-
-# Prior settings per preset of `tfvqvae train`; a preset without an entry
-# uses PriorConfig's defaults.
-PRIOR_PRESETS = {
-    "quickstart": dict(
-        epochs=20, batch_size=64, learning_rate=2e-3, hidden_channels=32,
-        num_blocks=4, kernel_size=3, class_conditional=True,
-    ),
-    "mnist": dict(
-        epochs=5, batch_size=128, learning_rate=1e-3, hidden_channels=32,
-        num_blocks=4, kernel_size=3, class_conditional=True,
-    ),
-}
-
 
 def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=False,
                  verbose="auto", export_formats=("savedmodel", "tflite", "onnx"),
@@ -62,22 +48,27 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
     unless ``prior_options`` sets them.
     """
     start = time.perf_counter()
+    if export_formats:
+        from tfvqvae.export.exporter import parse_formats
+
+        export_formats = parse_formats(export_formats)  # refused here, before any training
     strategy = resolve_strategy(strategy)
     if in_multi_worker_mode(strategy):
         raise ValueError(
             "pipeline runs in one process; for multi-worker training run "
             "`tfvqvae train` / `train-prior` on every worker, then the other stages."
         )
+    levels = ("top", "bottom") if getattr(config, "model", "vqvae") == "vqvae2" else ("top",)
+    options = {"mixed_precision": config.mixed_precision,
+               "jit_compile": config.jit_compile, **(prior_options or {})}
+    prior_configs = [PriorConfig(run=config.out, level=level, seed=config.seed, **options)
+                     for level in levels]  # refused here, before any training
     summary = {"vqvae": train(config, overwrite=overwrite, verbose=verbose,
                               strategy=strategy, backup_every=backup_every)["test"]}
     paths = extract_codes(config.out, overwrite=True)
     summary["codes"] = {split: str(path) for split, path in paths.items()}
-    levels = ("top", "bottom") if getattr(config, "model", "vqvae") == "vqvae2" else ("top",)
-    for level in levels:
-        options = {"mixed_precision": config.mixed_precision,
-                   "jit_compile": config.jit_compile, **(prior_options or {})}
-        prior_config = PriorConfig(run=config.out, level=level, seed=config.seed, **options)
-        summary[f"prior_{level}"] = train_prior(
+    for prior_config in prior_configs:
+        summary[f"prior_{prior_config.level}"] = train_prior(
             prior_config, overwrite=True, verbose=verbose,
             strategy=strategy, backup_every=backup_every,
         )["test"]
@@ -97,25 +88,11 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
     return summary
 
 
-def add_arguments(parser):
-    """``tfvqvae pipeline`` takes every ``tfvqvae train`` option plus sampling ones."""
-    add_train_arguments(parser)
-    parser.add_argument("--prior-epochs", type=int, help="epochs of each prior")
-    parser.add_argument("--num-samples", type=int, default=16)
-    parser.add_argument("--sample-seed", type=int, default=0)
-    parser.add_argument("--export-formats", default="savedmodel,tflite,onnx",
-                        help="formats to export and verify ('' to skip)")
-
-
 def main(args):
-    """Entry point of ``tfvqvae pipeline``."""
-    if args.resume:
-        raise ValueError("pipeline always starts afresh; resume single stages instead "
-                         "(tfvqvae train / train-prior --resume).")
+    """Entry point of ``tfvqvae pipeline`` (options: train's, plus --prior-* for the priors)."""
     config = config_from_args(args)
-    prior_options = dict(PRIOR_PRESETS.get(args.preset, {}))
-    if args.prior_epochs is not None:
-        prior_options["epochs"] = args.prior_epochs
+    prior_options = PriorConfig.options_from_args(
+        args, PRIOR_PRESETS.get(args.preset), prefix="prior_")
     formats = tuple(f for f in args.export_formats.split(",") if f.strip())
     summary = run_pipeline(config, prior_options, args.num_samples, args.sample_seed,
                            overwrite=args.overwrite, export_formats=formats,

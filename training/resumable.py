@@ -26,8 +26,11 @@ from tfvqvae.distribute import in_multi_worker_mode
 from tfvqvae.distribute import is_chief
 from tfvqvae.distribute import per_replica_batch_size
 from tfvqvae.distribute import precision_policy
+from tfvqvae.run_folder import load_keras_file
 from tfvqvae.training.checkpoints import EpochCheckpoint
 from tfvqvae.training.checkpoints import StepBackup
+from tfvqvae.training.checkpoints import StopOnNonFinite
+from tfvqvae.training.checkpoints import LATEST
 from tfvqvae.training.checkpoints import latest_state
 
 logger = logging.getLogger(__name__)
@@ -50,31 +53,57 @@ def resolve_strategy(strategy):
 
 
 def prepare_output(out, resume, overwrite, config=None):
-    """Creates ``out``; returns ``(out, resume)``.
+    """Checks a request's output folder, writing nothing; returns whether it resumes.
 
     A non-empty ``out`` needs ``resume`` or ``overwrite``, except that the
     same command run again (an identical saved ``config.json``, a checkpoint,
     no ``metrics.json`` yet) continues the interrupted run: that is what
-    makes a killed job restartable unchanged.
+    makes a killed job restartable unchanged. ``resume`` needs a
+    ``config.json`` and a checkpoint in ``out``. `create_output` then makes
+    the folder.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"Output path exists and is not a folder: {out}")
-    if out.is_dir() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            if interrupted_run(out, config):
-                logger.info("Resuming the interrupted run in %s", out)
-                resume = True
-            else:
-                raise FileExistsError(
-                    f"Output folder {out} is not empty: pass --resume to continue the "
-                    "run in it or --overwrite to start again."
-                )
+    if resume and overwrite:
+        raise ValueError(f"Pass --resume or --overwrite, not both (output folder {out}).")
+    if resume:
+        check_resumable(out)
+    elif out.is_dir() and any(out.iterdir()) and not overwrite:
+        if not interrupted_run(out, config):
+            raise FileExistsError(
+                f"Output folder {out} is not empty: pass --resume to continue the "
+                "run in it or --overwrite to start again."
+            )
+        logger.info("Resuming the interrupted run in %s", out)
+        resume = True
+    return resume
+
+
+def create_output(out, overwrite):
+    """Makes the output folder (emptied first with ``overwrite``); returns its Path."""
+    out = Path(out)
+    if overwrite and out.is_dir() and any(out.iterdir()):
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale_temporaries(out)
-    return out, resume
+    return out
+
+
+def check_resumable(out):
+    """Refuses ``--resume`` on a folder without a saved config.json and checkpoint."""
+    out = Path(out)
+    missing = None
+    if not out.is_dir():
+        missing = "the folder does not exist"
+    elif not (out / "config.json").is_file():
+        missing = "no config.json"
+    elif latest_state(out / "checkpoints") is None:
+        missing = f"no checkpoint ({out / 'checkpoints' / LATEST})"
+    if missing:
+        raise FileNotFoundError(
+            f"--resume: nothing to resume in {out}: {missing}; drop --resume to start a new run."
+        )
 
 
 def interrupted_run(out, config):
@@ -90,16 +119,23 @@ def interrupted_run(out, config):
         return False
 
 
-def start_run(folder, config, resume, overwrite, strategy):
+def start_run(folder, config, resume, overwrite, strategy, check=None):
     """Checks a request and opens its run folder: the preamble of `train` and `train_prior`.
 
     Refuses, before writing anything, a global batch that does not split over
-    the replicas, ``jit_compile`` where Keras cannot compile the step, and
-    ``overwrite`` with several workers (they would race to delete). On resume
-    the saved ``config.json`` wins except for ``epochs``.
+    the replicas, ``jit_compile`` where Keras cannot compile the step,
+    ``overwrite`` with several workers (they would race to delete), an output
+    folder that is in the way (`prepare_output`), and whatever ``check``
+    refuses. On resume the saved ``config.json`` wins except for ``epochs``.
+
+    Args:
+        check: None or ``check(config) -> result``, called with the resolved
+            config before the folder is created (the caller's data and shape
+            checks); its result is returned.
 
     Returns:
-        ``(strategy, out, config, resume)``.
+        ``(strategy, out, config, resume, checked)``: ``checked`` is
+        ``check``'s result (None without one).
     """
     strategy = resolve_strategy(strategy)
     per_replica_batch_size(config.batch_size, strategy)
@@ -109,18 +145,22 @@ def start_run(folder, config, resume, overwrite, strategy):
             "overwrite is not supported with multi-worker training (the workers "
             "would race to delete the folder): delete it before starting them."
         )
+    out = Path(folder)
     if is_chief(strategy):
-        out, resume = prepare_output(folder, resume, overwrite, config)
+        resume = prepare_output(out, resume, overwrite, config)
     else:  # reads the chief's folder, writes nowhere in it
-        out = Path(folder)
+        if resume:
+            check_resumable(out)
         resume = resume or interrupted_run(out, config)
-    saved = out / "config.json"
-    if resume and saved.is_file():
+    if resume:
         updates = {"epochs": config.epochs}
         if hasattr(config, "out"):
             updates["out"] = str(out)
-        config = dataclasses.replace(type(config).load(saved), **updates)
-    return strategy, out, config, resume
+        config = dataclasses.replace(type(config).load(out / "config.json"), **updates)
+    checked = check(config) if check is not None else None
+    if is_chief(strategy):
+        create_output(out, overwrite)
+    return strategy, out, config, resume, checked
 
 
 def restore_or_build(out, resume, steps_per_epoch, strategy, config, build):
@@ -138,7 +178,7 @@ def restore_or_build(out, resume, steps_per_epoch, strategy, config, build):
             if step is None:  # a checkpoint from before step counting
                 step = found["epoch"] * steps_per_epoch
             logger.info("Resuming from %s (step %d)", found["path"], step)
-            return keras.saving.load_model(found["path"]), step
+            return load_keras_file(found["path"], "checkpoint"), step
         with precision_policy(config.mixed_precision):
             model = build()
             model.compile(
@@ -213,21 +253,32 @@ def resumable_fit(
         checkpoint_dir: where `EpochCheckpoint` and `StepBackup` write.
         backup_every: steps between mid-epoch backups (None: epochs only).
         history_csv: path of the CSV log (appended to when resuming).
-        callbacks: extra Keras callbacks.
+        callbacks: extra Keras callbacks (run after the checkpoint ones).
         **fit_kwargs: passed to ``fit`` (``validation_data``, ``verbose``).
 
     Returns:
         The last ``History`` (None when there was nothing left to run).
+
+    Raises:
+        FloatingPointError: a training step had a NaN / Inf loss or gradient
+            (`StopOnNonFinite`); the step was skipped and nothing was saved
+            after it.
     """
     first_epoch, skip = divmod(initial_step, steps_per_epoch)
     history = None
     while first_epoch < epochs:
         last_epoch = first_epoch + 1 if skip else epochs
-        fit_callbacks = [EpochCheckpoint(checkpoint_dir, steps_per_epoch=steps_per_epoch)]
+        start = first_epoch * steps_per_epoch + skip
+        # StopOnNonFinite first: after a skipped (NaN / Inf) step it raises
+        # before any checkpoint callback could save.
+        fit_callbacks = [
+            StopOnNonFinite(checkpoint_dir, steps_per_epoch, initial_step=start),
+            EpochCheckpoint(checkpoint_dir, steps_per_epoch=steps_per_epoch),
+        ]
         if backup_every is not None:
             fit_callbacks.append(StepBackup(
                 checkpoint_dir, backup_every, steps_per_epoch,
-                initial_step=first_epoch * steps_per_epoch + skip,
+                initial_step=start,
             ))
         if history_csv is not None:
             fit_callbacks.append(keras.callbacks.CSVLogger(

@@ -7,15 +7,14 @@ the top), then the VQ-VAE decoder. The same ``seed`` gives the same images.
 
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from tfvqvae.models.sampling import LEVEL_SEED_STRIDE
-
+from tfvqvae.run_folder import load_keras_file
 from tfvqvae.training.images import save_png
 from tfvqvae.training.images import tile
 from tfvqvae.training.train_prior import load_vqvae
-from tfvqvae.training.train_prior import prior_dir
+from tfvqvae.run_folder import prior_dir
 
 
 def load_priors(run, model):
@@ -28,7 +27,7 @@ def load_priors(run, model):
                 f"No {level} prior at {path}: run `tfvqvae train-prior --run {run} "
                 f"--level {level}` first."
             )
-        priors[level] = keras.saving.load_model(path)
+        priors[level] = load_keras_file(path, f"{level} prior")
     return priors
 
 
@@ -71,26 +70,18 @@ def sample_images(run, num_samples=16, class_label=None, temperature=1.0, seed=0
         (images float32 (B, H, W, C) clipped to [0, 1], codes {level: array},
         the PNG path).
     """
+    if out is not None and not Path(out).parent.is_dir():
+        raise FileNotFoundError(
+            f"--out {out}: the folder {Path(out).parent} does not exist (create it first)."
+        )
+    out = Path(out) if out is not None else Path(run) / f"samples-seed{seed}.png"
     model = load_vqvae(run)
     priors = load_priors(run, model)
     labels = _labels(priors, num_samples, class_label)
     codes = sample_codes(priors, num_samples, labels, temperature, seed, method)
     images = np.clip(model.decode_levels(codes).numpy(), 0.0, 1.0)
-    out = Path(out) if out is not None else Path(run) / f"samples-seed{seed}.png"
     save_png(out, tile(images, columns=min(8, num_samples)))
     return images, {k: v.numpy() for k, v in codes.items()}, out
-
-
-def add_arguments(parser):
-    """Adds the ``tfvqvae sample`` options to an argparse parser."""
-    parser.add_argument("--run", required=True, help="run folder with model.keras and prior-*/")
-    parser.add_argument("--num-samples", type=int, default=16)
-    parser.add_argument("--class", dest="class_label", type=int,
-                        help="class label for class-conditional priors (default: cycle through all)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--method", choices=["cached", "naive"], default="cached")
-    parser.add_argument("--out", help="PNG path (default RUN/samples-seed<SEED>.png)")
 
 
 def main(args):

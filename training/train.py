@@ -17,7 +17,6 @@ Every file is written atomically; ``--resume`` continues a killed run from its
 last complete checkpoint.
 """
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -26,11 +25,10 @@ import keras
 
 import tfvqvae
 from tfvqvae import atomic
-from tfvqvae.data import load_dataset
-from tfvqvae.distribute import STRATEGIES
 from tfvqvae.distribute import build_strategy
 from tfvqvae.distribute import split_cpu
 from tfvqvae.metrics import psnr
+from tfvqvae.run_folder import load_run_images
 from tfvqvae.training.config import PRESETS
 from tfvqvae.training.config import TrainConfig
 from tfvqvae.training.images import save_reconstruction_grid
@@ -151,15 +149,19 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
         The metrics dict also written to ``metrics.json``.
     """
     start = time.perf_counter()
-    strategy, out, config, resume = start_run(config.out, config, resume, overwrite, strategy)
-    keras.utils.set_random_seed(config.seed)
 
-    train_data = load_dataset(config.dataset, "train", data_dir=config.data_dir)
-    if config.max_train_examples is not None:
-        train_data = train_data.take(config.max_train_examples)
-    test_data = load_dataset(config.dataset, "test", data_dir=config.data_dir)
-    _, _, channels = _image_shape(train_data, config)
-    steps_per_epoch = steps_per_epoch_of(len(train_data), config.batch_size, "images")
+    def load_data(config):  # every check on the data, before the folder is created
+        train_data = load_run_images(config.to_dict(), "train")
+        if config.max_train_examples is not None:
+            train_data = train_data.take(config.max_train_examples)
+        _, _, channels = _image_shape(train_data, config)
+        steps = steps_per_epoch_of(len(train_data), config.batch_size, "images")
+        return train_data, load_run_images(config.to_dict(), "test"), channels, steps
+
+    strategy, out, config, resume, data = start_run(
+        config.out, config, resume, overwrite, strategy, check=load_data)
+    train_data, test_data, channels, steps_per_epoch = data
+    keras.utils.set_random_seed(config.seed)
 
     def build():
         variance = train_data.pixel_variance() if config.normalize_mse else 1.0
@@ -170,11 +172,11 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
     def make_dataset(first_epoch, skip_batches):
         return train_data.epochs_dataset(
             config.batch_size, seed=config.seed, first_epoch=first_epoch,
-            epochs=config.epochs, skip_batches=skip_batches, image_size=config.image_size,
+            epochs=config.epochs, skip_batches=skip_batches,
         )
 
     test_ds = batch_distribution_options(
-        test_data.to_tf_dataset(config.batch_size, image_size=config.image_size)
+        test_data.to_tf_dataset(config.batch_size)
     )
     with write_folder(out, strategy) as write:
         atomic.write_json(write / "config.json", config.to_dict())
@@ -204,7 +206,7 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
         with atomic.atomic_path(write / "model.keras") as temp:
             model.save(temp)
         originals = next(iter(test_data.take(config.grid_pairs).to_tf_dataset(
-            config.grid_pairs, image_size=config.image_size)))
+            config.grid_pairs)))
         save_reconstruction_grid(
             write / "reconstructions.png", originals.numpy(),
             keras.ops.convert_to_numpy(model(originals, training=False)),
@@ -213,62 +215,6 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
             raise FloatingPointError(f"Training diverged: test metrics {test}")
         atomic.write_json(write / "metrics.json", metrics)
     return metrics
-
-
-def add_arguments(parser):
-    """Adds the ``tfvqvae train`` options to an argparse parser."""
-    defaults = TrainConfig()
-    parser.add_argument("--preset", choices=sorted(PRESETS),
-                        help="start from a named configuration; other flags override it")
-    parser.add_argument("--out", help=f"output folder (default {defaults.out})")
-    parser.add_argument("--dataset", help="digits (default, offline), mnist, fashion_mnist, "
-                        "cifar10, any TFDS name, folder:PATH or npz:PATH")
-    parser.add_argument("--data-dir", help="folder with local files (IDX, CIFAR-10 .bin) or a TFDS data_dir")
-    parser.add_argument("--image-size", type=int, help="resize images to this square size")
-    parser.add_argument("--max-train-examples", type=int)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--model", choices=["vqvae", "vqvae2"],
-                        help="vqvae (default): one code map; vqvae2: top (1/8) and "
-                        "bottom (1/4) code maps, image size divisible by 8")
-    parser.add_argument("--quantizer", choices=["ema", "vq"])
-    parser.add_argument("--num-embeddings", type=int)
-    parser.add_argument("--embedding-dim", type=int)
-    parser.add_argument("--commitment-cost", type=float)
-    parser.add_argument("--decay", type=float)
-    parser.add_argument("--kmeans-init", action=argparse.BooleanOptionalAction, default=None,
-                        help="initialise the codebook by k-means on the first batch")
-    parser.add_argument("--restart-unused-after", type=int)
-    parser.add_argument("--hidden-channels", type=int)
-    parser.add_argument("--residual-channels", type=int)
-    parser.add_argument("--num-residual-layers", type=int)
-    parser.add_argument("--num-downsamples", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--mixed-precision", choices=["float16", "bfloat16"],
-                        help="compute in low precision (the quantisers stay float32)")
-    parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="compile the train step with XLA")
-    add_distribution_arguments(parser)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its last checkpoint")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="delete a non-empty --out first")
-
-
-def add_distribution_arguments(parser):
-    """``--strategy``, ``--cpu-replicas``, ``--tpu`` and ``--backup-every`` (train and train-prior)."""
-    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
-                        help="tf.distribute strategy: default (one device), mirrored (this "
-                        "host's GPUs), multiworker (cluster from TF_CONFIG), tpu. "
-                        "--batch-size is the global batch, split evenly over replicas")
-    parser.add_argument("--cpu-replicas", type=int,
-                        help="with --strategy mirrored and no GPU: split the CPU into this "
-                        "many logical devices (for trying distribution on one machine)")
-    parser.add_argument("--tpu", help="TPU name or address for --strategy tpu")
-    parser.add_argument("--backup-every", type=int, default=DEFAULT_BACKUP_EVERY,
-                        help="steps between mid-epoch backups a killed run resumes from "
-                        f"(default {DEFAULT_BACKUP_EVERY}; 0: only at epoch ends)")
 
 
 def strategy_from_args(args):
@@ -290,20 +236,15 @@ def backup_every_from_args(args):
 
 
 def config_from_args(args):
-    """The TrainConfig for parsed ``tfvqvae train`` arguments."""
-
-    values = dict(PRESETS[args.preset]) if args.preset else {}
+    """The TrainConfig of parsed ``tfvqvae train`` arguments (`tfvqvae_cli.parser`)."""
+    values = TrainConfig.options_from_args(args, PRESETS.get(args.preset))
     if args.preset and args.out is None:
         values["out"] = f"runs/{args.preset}"
-    for field in TrainConfig.__dataclass_fields__:
-        value = getattr(args, field, None)
-        if value is not None:
-            values[field] = value
     return TrainConfig.from_dict(values)
 
 
 def main(args):
-    """Entry point of ``tfvqvae train`` (``args`` from `add_arguments`)."""
+    """Entry point of ``tfvqvae train`` (``args`` from `tfvqvae_cli.parser`)."""
     config = config_from_args(args)
     metrics = train(
         config, resume=args.resume, overwrite=args.overwrite,

@@ -10,7 +10,6 @@ A one-level VQVAE has only the top prior. Inputs and outputs::
 """
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -22,7 +21,10 @@ import tfvqvae
 from tfvqvae import atomic
 from tfvqvae.data import expected_metadata
 from tfvqvae.data import load_codes
-from tfvqvae.training.config import check_compute_options
+from tfvqvae.run_folder import load_keras_file
+from tfvqvae.run_folder import prior_dir
+from tfvqvae.training.config import PRIOR_PRESETS
+from tfvqvae.training.config import PriorConfig
 from tfvqvae.training.extract_codes import code_file_name
 from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
 from tfvqvae.training.resumable import batch_distribution_options
@@ -31,45 +33,8 @@ from tfvqvae.training.resumable import resumable_fit
 from tfvqvae.training.resumable import start_run
 from tfvqvae.training.resumable import steps_per_epoch_of
 from tfvqvae.training.resumable import write_folder
-from tfvqvae.training.train import add_distribution_arguments
 from tfvqvae.training.train import backup_every_from_args
 from tfvqvae.training.train import strategy_from_args
-
-
-@dataclasses.dataclass
-class PriorConfig:
-    """Everything ``tfvqvae train-prior`` needs; saved as ``config.json``."""
-
-    run: str = "runs/quickstart"
-    level: str = "top"
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    hidden_channels: int = 64
-    num_blocks: int = 6
-    kernel_size: int = 5
-    class_conditional: bool = False
-    seed: int = 0
-    mixed_precision: str | None = None
-    jit_compile: bool = False
-
-    def __post_init__(self):
-        check_compute_options(self.mixed_precision, self.jit_compile)
-        if self.level not in ("top", "bottom"):
-            raise ValueError(f"level must be 'top' or 'bottom'. Received: level={self.level!r}")
-        for name in ("epochs", "batch_size", "hidden_channels", "num_blocks", "kernel_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
-
-    @classmethod
-    def load(cls, path):
-        return cls(**json.loads(Path(path).read_text()))
-
-
-def prior_dir(run, level):
-    """Where the prior of ``level`` lives: ``RUN/prior-<level>``."""
-    return Path(run) / f"prior-{level}"
 
 
 def load_vqvae(run):
@@ -77,7 +42,7 @@ def load_vqvae(run):
     path = Path(run) / "model.keras"
     if not path.is_file():
         raise FileNotFoundError(f"No trained model at {path}: run `tfvqvae train --out {run}` first.")
-    return keras.saving.load_model(path)
+    return load_keras_file(path, "model")
 
 
 def _open_codes(run, split, model):
@@ -89,8 +54,11 @@ def _open_codes(run, split, model):
     return load_codes(path, expect=expected_metadata(model))
 
 
-def build_prior(config, metadata):
-    """The `PixelCNNPrior` for ``config.level`` of a code file's ``metadata``."""
+def prior_options(config, metadata):
+    """`PixelCNNPrior` arguments for ``config.level`` of a code file's ``metadata``.
+
+    Raises ValueError when the codes cannot give what ``config`` asks for.
+    """
     level = config.level
     if level not in metadata["levels"]:
         raise ValueError(
@@ -108,7 +76,7 @@ def build_prior(config, metadata):
             condition_num_embeddings=metadata["num_embeddings"]["top"],
             condition_shape=metadata["code_shapes"]["top"],
         )
-    return tfvqvae.PixelCNNPrior(
+    return dict(
         num_embeddings=metadata["num_embeddings"][level],
         code_shape=metadata["code_shapes"][level],
         hidden_channels=config.hidden_channels,
@@ -117,6 +85,11 @@ def build_prior(config, metadata):
         num_classes=num_classes,
         **condition,
     )
+
+
+def build_prior(config, metadata):
+    """The `PixelCNNPrior` for ``config.level`` of a code file's ``metadata``."""
+    return tfvqvae.PixelCNNPrior(**prior_options(config, metadata))
 
 
 def prior_inputs(record, level, class_conditional):
@@ -172,12 +145,20 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
     model = load_vqvae(config.run)
     train_codes, metadata = _open_codes(config.run, "train", model)
     test_codes, _ = _open_codes(config.run, "test", model)
-    strategy, out, config, resume = start_run(
-        prior_dir(config.run, config.level), config, resume, overwrite, strategy
+
+    def check(config):  # before the prior's folder is created
+        prior_options(config, metadata)
+        count = metadata["num_records"]
+        if config.max_train_examples is not None:
+            count = min(count, config.max_train_examples)
+        return count, steps_per_epoch_of(count, config.batch_size, "code records")
+
+    strategy, out, config, resume, (num_records, steps_per_epoch) = start_run(
+        prior_dir(config.run, config.level), config, resume, overwrite, strategy, check=check
     )
+    if config.max_train_examples is not None:  # the first N records: the same on resume
+        train_codes = train_codes.take(num_records)
     keras.utils.set_random_seed(config.seed)
-    num_records = metadata["num_records"]
-    steps_per_epoch = steps_per_epoch_of(num_records, config.batch_size, "code records")
     prior, initial_step = restore_or_build(
         out, resume, steps_per_epoch, strategy, config, lambda: build_prior(config, metadata)
     )
@@ -204,6 +185,7 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
         metrics = {
             "level": config.level,
             "epochs": config.epochs,
+            "num_train_records": num_records,
             "code_shape": list(prior.code_shape),
             "num_embeddings": prior.num_embeddings,
             "replicas": strategy.num_replicas_in_sync,
@@ -217,32 +199,10 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
     return metrics
 
 
-def add_arguments(parser):
-    """Adds the ``tfvqvae train-prior`` options to an argparse parser."""
-    defaults = PriorConfig()
-    parser.add_argument("--run", required=True, help="run folder of `tfvqvae train` (with codes/)")
-    parser.add_argument("--level", choices=["top", "bottom"], default="top")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--hidden-channels", type=int, default=defaults.hidden_channels)
-    parser.add_argument("--num-blocks", type=int, default=defaults.num_blocks)
-    parser.add_argument("--kernel-size", type=int, default=defaults.kernel_size)
-    parser.add_argument("--class-conditional", action="store_true",
-                        help="condition the prior on the dataset's class labels")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--mixed-precision", choices=["float16", "bfloat16"],
-                        help="compute in low precision")
-    parser.add_argument("--jit-compile", action="store_true",
-                        help="compile the train step with XLA")
-    add_distribution_arguments(parser)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--overwrite", action="store_true")
-
-
 def config_from_args(args):
-    fields = {f.name for f in dataclasses.fields(PriorConfig)}
-    return PriorConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    """The PriorConfig of parsed ``tfvqvae train-prior`` arguments (`tfvqvae_cli.parser`)."""
+    return PriorConfig.from_dict(
+        PriorConfig.options_from_args(args, PRIOR_PRESETS.get(args.preset)))
 
 
 def main(args):

@@ -21,7 +21,7 @@ def _leftovers(folder):
 
 def test_cli_exports_verifies_and_reports_sizes(vqvae_run, tmp_path, capsys):
     out = tmp_path / "export"
-    argv = ["export", "--model", str(vqvae_run), "--out", str(out), "--format",
+    argv = ["export", "--run", str(vqvae_run), "--out", str(out), "--format",
             "savedmodel,tflite", "--tflite-modes", "float32,int8", "--verify",
             "--verify-images", "64"]
     assert cli.main(argv) == 0
@@ -48,7 +48,7 @@ def test_cli_exports_verifies_and_reports_sizes(vqvae_run, tmp_path, capsys):
     assert ExportResult.load(out).sizes == result.sizes
 
     # --overwrite replaces it; int8 held to 99.9 % agreement fails the run (exit 1).
-    argv = ["export", "--model", str(vqvae_run), "--out", str(out), "--format", "tflite",
+    argv = ["export", "--run", str(vqvae_run), "--out", str(out), "--format", "tflite",
             "--tflite-modes", "int8", "--overwrite", "--verify", "--verify-images", "64",
             "--min-quantized-agreement", "99.9"]
     assert cli.main(argv) == 1
@@ -90,7 +90,7 @@ def test_missing_or_non_model_folders_are_refused(tmp_path, vqvae_run, capsys):
     shutil.copy(vqvae_run / "prior-top" / "model.keras", prior_only / "model.keras")
     with pytest.raises(ValueError, match="not a tfvqvae VQVAE or VQVAE2"):
         export_run(prior_only, out)
-    assert cli.main(["export", "--model", str(empty), "--out", str(out)]) == 2
+    assert cli.main(["export", "--run", str(empty), "--out", str(out)]) == 2
     assert "no model.keras" in capsys.readouterr().err
     assert not out.exists()
 
@@ -108,7 +108,7 @@ def test_bad_formats_names_and_options_are_refused(vqvae_run, tmp_path, capsys):
         export_run(vqvae_run, out, name="../escape")
     with pytest.raises(ValueError, match="positive integer"):
         export_run(vqvae_run, out, version=0)
-    assert cli.main(["export", "--model", str(vqvae_run), "--out", str(out),
+    assert cli.main(["export", "--run", str(vqvae_run), "--out", str(out),
                      "--format", "savedmodel,tflight"]) == 2
     assert "Unknown export format(s) ['tflight']" in capsys.readouterr().err
     assert not out.exists() and _leftovers(tmp_path) == []
@@ -164,7 +164,7 @@ def test_missing_optional_dependency_says_what_to_install(vqvae_run, tmp_path, m
     with pytest.raises(ImportError, match=r'needs the optional package `tf2onnx`.*'
                                           r'pip install "tfvqvae\[export\]"'):
         export_run(vqvae_run, tmp_path / "export", formats="onnx")
-    assert cli.main(["export", "--model", str(vqvae_run), "--out", str(tmp_path / "export"),
+    assert cli.main(["export", "--run", str(vqvae_run), "--out", str(tmp_path / "export"),
                      "--format", "onnx"]) == 2
     assert 'pip install "tfvqvae[export]"' in capsys.readouterr().err
     assert not (tmp_path / "export").exists()

@@ -33,7 +33,8 @@ FRESH_PROCESS = textwrap.dedent(
              decoded=decoded["images"], served=served["reconstructions"],
              sample_top=sampled["top_codes"], sample_bottom=sampled["bottom_codes"],
              sample_images=sampled["images"],
-             modules=sorted(m for m, v in sys.modules.items() if "tfvqvae" in m and v))
+             modules=sorted(m for m, v in sys.modules.items()
+                            if (m == "tfvqvae" or m.startswith("tfvqvae.")) and v))
     """
 )
 

@@ -125,13 +125,11 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
 
 
 def test_cli_flags_override_preset(tmp_path):
-    from tfvqvae.training.train import add_arguments
+    from tfvqvae_cli.parser import build_parser
     from tfvqvae.training.train import config_from_args
-    import argparse
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--preset", "quickstart", "--epochs", "3", "--no-kmeans-init"])
+    args = build_parser().parse_args(
+        ["train", "--preset", "quickstart", "--epochs", "3", "--no-kmeans-init"])
     config = config_from_args(args)
     assert config.epochs == 3 and config.kmeans_init is False
     assert config.dataset == "digits" and config.out == "runs/quickstart"
@@ -161,7 +159,7 @@ def test_killed_run_resumes_and_leaves_no_partial_files(tmp_path):
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        assert _wait_for(out / "checkpoints" / "latest.json", timeout=120)
+        assert _wait_for(out / "checkpoints" / "latest.json", timeout=600)
         time.sleep(1.0)  # let it get into the middle of a later epoch
     finally:
         process.send_signal(signal.SIGKILL)
@@ -173,7 +171,7 @@ def test_killed_run_resumes_and_leaves_no_partial_files(tmp_path):
 
     finish = [*command[:command.index("--epochs") + 1], str(epoch + 1),
               *command[command.index("--epochs") + 2:], "--resume"]
-    result = subprocess.run(finish, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(finish, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     model = keras.saving.load_model(out / "model.keras")
     assert int(model.optimizer.iterations) == (epoch + 1) * 93  # 1500 // 16 full batches

@@ -1,6 +1,5 @@
 """`tfvqvae train --model vqvae2`: outputs, per-level metrics, bad sizes, the flag."""
 
-import argparse
 import json
 
 import keras
@@ -107,15 +106,14 @@ def test_bad_model_configuration_is_named():
 
 
 def test_model_flag(capsys):
-    from tfvqvae.training.train import add_arguments
+    from tfvqvae_cli.parser import build_parser
     from tfvqvae.training.train import config_from_args
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--preset", "quickstart", "--model", "vqvae2"])
+    parser = build_parser()
+    args = parser.parse_args(["train", "--preset", "quickstart", "--model", "vqvae2"])
     config = config_from_args(args)
     assert config.model == "vqvae2" and config.image_size == 16
-    assert config_from_args(parser.parse_args([])).model == "vqvae"
+    assert config_from_args(parser.parse_args(["train"])).model == "vqvae"
     with pytest.raises(SystemExit):
-        parser.parse_args(["--model", "pixelcnn"])
+        parser.parse_args(["train", "--model", "pixelcnn"])
     assert "invalid choice: 'pixelcnn'" in capsys.readouterr().err

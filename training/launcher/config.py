@@ -1,0 +1,285 @@
+"""Run configurations: the `TrainConfig` and `PriorConfig` dataclasses and the presets.
+
+TensorFlow-free, so that the ``tfvqvae`` command builds its options from these
+fields (type, default, help in the field's metadata) without importing it.
+Each field is declared once here; the command line, validation and
+``config.json`` all follow from it. Installed as ``tfvqvae_cli.config`` and
+re-exported by ``tfvqvae.training.config``.
+"""
+
+import argparse
+import dataclasses
+import types
+
+DEFAULT_DATASET = "digits"  # tfvqvae.data.DEFAULT_DATASET; a test checks they agree
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1 (the error names the received text)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {text!r}")
+    return value
+
+
+def option(default, help, *, positive=False, choices=None, flag=True):
+    """A dataclass field that is also a command-line option.
+
+    ``positive``: an integer >= 1 (or None where the default is None),
+    checked both by the parser and by the dataclass. ``choices``: the allowed
+    values. ``flag=False``: a field without an option of its own.
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "positive": positive, "choices": choices, "flag": flag})
+
+
+def value_type(field):
+    """The field's type without ``None`` (``int | None`` -> ``int``)."""
+    if isinstance(field.type, types.UnionType):
+        (kind,) = [t for t in field.type.__args__ if t is not type(None)]
+        return kind
+    return field.type
+
+
+def check_compute_options(mixed_precision, jit_compile):
+    """Raises ValueError unless ``mixed_precision`` is None/"float16"/"bfloat16"
+    and ``jit_compile`` a bool (the options `TrainConfig` and `PriorConfig` share)."""
+    if mixed_precision is not None:
+        from tfvqvae.distribute import policy_name  # the owner of the policy names
+
+        policy_name(mixed_precision)
+    if not isinstance(jit_compile, bool):
+        raise ValueError(
+            f"jit_compile must be True or False. Received: jit_compile={jit_compile!r}"
+        )
+
+
+class _Config:
+    """What both configurations share: field checks and ``config.json`` round trips."""
+
+    def __post_init__(self):
+        check_compute_options(self.mixed_precision, self.jit_compile)
+        for field in dataclasses.fields(self):
+            value, meta = getattr(self, field.name), field.metadata
+            if value is None and field.default is None:
+                continue
+            if meta.get("positive") and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(
+                    f"{field.name} must be a positive integer. Received: {field.name}={value!r}"
+                )
+            if meta.get("choices") and value not in meta["choices"]:
+                allowed = ", ".join(repr(c) for c in meta["choices"])
+                raise ValueError(
+                    f"{field.name} must be one of {allowed}. Received: {field.name}={value!r}"
+                )
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown configuration keys: {unknown}")
+        return cls(**values)
+
+    @classmethod
+    def options_from_args(cls, args, preset=None, prefix=""):
+        """Field values of parsed arguments: ``preset``'s, then the options given.
+
+        ``args`` comes from the parser of `tfvqvae_cli.parser`, whose field
+        options (named ``prefix + field``) are None unless given.
+        """
+        values = dict(preset or {})
+        for field in dataclasses.fields(cls):
+            value = getattr(args, prefix + field.name, None)
+            if value is not None:
+                values[field.name] = value
+        return values
+
+    @classmethod
+    def load(cls, path):
+        """The configuration saved at ``path``; ValueError naming the file otherwise."""
+        from tfvqvae.run_folder import read_config
+
+        try:
+            return cls.from_dict(read_config(path))
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            if str(path) not in message:
+                message = f"{path}: {message}"
+            raise ValueError(message) from None
+
+
+@dataclasses.dataclass
+class TrainConfig(_Config):
+    """Everything ``tfvqvae train`` needs; saved as ``OUT/config.json``.
+
+    Model sizes follow the VQ-VAE paper's CIFAR-10 setting (Sonnet's
+    notebook) unless a preset says otherwise. ``batch_size`` is the global
+    batch: with R replicas each computes on ``batch_size / R`` images per step
+    and the step equals one on the whole batch. ``mixed_precision``
+    ("float16", "bfloat16" or None) picks Keras' ``mixed_*`` policy; the
+    quantisers keep float32. ``jit_compile`` compiles the train step with XLA. ``model`` is "vqvae" (one code
+    level at 1 / 2**num_downsamples) or "vqvae2" (top codes at 1/8, bottom
+    codes at 1/4, both quantisers built from the same quantiser settings).
+    """
+
+    out: str = option("runs/vqvae", "output folder (with --preset: runs/PRESET)")
+    dataset: str = option(DEFAULT_DATASET, "digits (offline), mnist, fashion_mnist, cifar10, "
+                          "any TFDS name, folder:PATH or npz:PATH")
+    data_dir: str | None = option(None, "folder with local files (IDX, CIFAR-10 .bin) or a "
+                                  "TFDS data_dir")
+    image_size: int | None = option(None, "resize images to this square size at load time "
+                                     "(none: the dataset's size)", positive=True)
+    crop: str = option("none", "with --image-size: none resizes the whole image, center "
+                       "crops its centre to the new aspect first", choices=("none", "center"))
+    channels: int | None = option(None, "convert images to 1 (grey) or 3 (RGB) channels "
+                                  "(none: the dataset's)", choices=(1, 3))
+    max_train_examples: int | None = option(None, "train on the first N training images "
+                                            "(none: all)", positive=True)
+    epochs: int = option(10, "passes over the training images", positive=True)
+    batch_size: int = option(64, "global batch, split evenly over the replicas", positive=True)
+    learning_rate: float = option(3e-4, "Adam learning rate")
+    model: str = option("vqvae", "vqvae: one code map; vqvae2: top (1/8) and bottom (1/4) "
+                        "code maps, image size divisible by 8", choices=("vqvae", "vqvae2"))
+    quantizer: str = option("ema", "codebook update: ema (moving averages) or vq (gradients)",
+                            choices=("ema", "vq"))
+    num_embeddings: int = option(512, "codebook size K (per level)", positive=True)
+    embedding_dim: int = option(64, "code vector size D", positive=True)
+    commitment_cost: float = option(0.25, "weight beta of the commitment loss")
+    decay: float = option(0.99, "EMA decay of --quantizer ema")
+    kmeans_init: bool = option(False, "initialise the codebook by k-means on the first batch")
+    restart_unused_after: int | None = option(
+        None, "move codes unused for this many steps onto encoder outputs (none: never)",
+        positive=True)
+    hidden_channels: int = option(128, "channels of the encoder and decoder", positive=True)
+    residual_channels: int = option(32, "hidden channels of each residual layer", positive=True)
+    num_residual_layers: int = option(2, "residual layers per stack", positive=True)
+    num_downsamples: int = option(2, "stride-2 steps of --model vqvae (codes at 1/2**N); "
+                                  "vqvae2 needs 2", positive=True)
+    normalize_mse: bool = option(True, "divide the reconstruction loss by the training "
+                                 "images' variance")
+    seed: int = option(0, "seed of weights, codebook and batch order")
+    grid_pairs: int = option(16, "test images in reconstructions.png", positive=True)
+    mixed_precision: str | None = option(None, "compute in low precision (the quantisers "
+                                         "stay float32)", choices=("float16", "bfloat16"))
+    jit_compile: bool = option(False, "compile the train step with XLA")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.model == "vqvae2" and self.num_downsamples != 2:
+            raise ValueError(
+                "model='vqvae2' fixes num_downsamples at 2 (bottom codes at 1/4 of "
+                "the image, top codes at 1/8). "
+                f"Received: num_downsamples={self.num_downsamples!r}"
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(
+                f"learning_rate must be positive. Received: learning_rate={self.learning_rate!r}"
+            )
+
+
+@dataclasses.dataclass
+class PriorConfig(_Config):
+    """Everything ``tfvqvae train-prior`` needs; saved as ``config.json``."""
+
+    run: str = option("runs/quickstart", "run folder of `tfvqvae train` (with codes/)")
+    level: str = option("top", "code level to model (bottom: given the top codes)",
+                        choices=("top", "bottom"))
+    max_train_examples: int | None = option(None, "train on the first N code records "
+                                            "(none: all)", positive=True)
+    epochs: int = option(10, "passes over the code records", positive=True)
+    batch_size: int = option(64, "global batch, split evenly over the replicas", positive=True)
+    learning_rate: float = option(1e-3, "Adam learning rate")
+    hidden_channels: int = option(64, "channels of the gated PixelCNN", positive=True)
+    num_blocks: int = option(6, "gated blocks", positive=True)
+    kernel_size: int = option(5, "size of the masked convolutions", positive=True)
+    class_conditional: bool = option(False, "condition the prior on the dataset's class labels")
+    seed: int = option(0, "seed of weights and batch order")
+    mixed_precision: str | None = option(None, "compute in low precision",
+                                         choices=("float16", "bfloat16"))
+    jit_compile: bool = option(False, "compile the train step with XLA")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.learning_rate > 0:
+            raise ValueError(
+                f"learning_rate must be positive. Received: learning_rate={self.learning_rate!r}"
+            )
+
+
+# Named starting points: `tfvqvae train --preset NAME` takes PRESETS[NAME];
+# `tfvqvae pipeline` / `train-prior --preset NAME` take PRIOR_PRESETS[NAME]
+# for the priors. Each is sized so that `tfvqvae pipeline --preset NAME`
+# (train, extract, priors, sample, export + verify) ends within about 10-15
+# minutes on two idle CPU cores with a useful result; `python
+# bench/presets.py` times it. Estimates from short runs: MNIST VQ-VAE ~0.2 s
+# per step of 128, prior ~1 ms per 7x7 code map; CIFAR-10 VQ-VAE ~0.17 s per
+# step of 32 (bench/RESULTS.md, cifar_quality).
+PRESETS = {
+    # The README's quick start: a VQ-VAE-2 small enough to train in about a
+    # minute, on a dataset that ships inside scikit-learn (no network).
+    "quickstart": {
+        "model": "vqvae2",
+        "dataset": "digits",
+        "image_size": 16,
+        "epochs": 25,
+        "batch_size": 32,
+        "learning_rate": 2e-3,
+        "num_embeddings": 64,
+        "embedding_dim": 16,
+        "hidden_channels": 64,
+        "residual_channels": 32,
+        "num_downsamples": 2,
+        "kmeans_init": True,
+        "restart_unused_after": 20,
+    },
+    # 7x7 codes of 28x28 digits; 3 epochs of the first 20 000 images.
+    "mnist": {
+        "dataset": "mnist",
+        "max_train_examples": 20000,
+        "epochs": 3,
+        "batch_size": 128,
+        "learning_rate": 1e-3,
+        "num_embeddings": 128,
+        "embedding_dim": 32,
+        "hidden_channels": 64,
+        "residual_channels": 32,
+        "num_downsamples": 2,
+        "kmeans_init": True,
+        "restart_unused_after": 20,
+    },
+    # Sonnet's notebook model (8x8 codes, K = 512) with k-means init and
+    # restarts, 1000 steps (2 epochs of the first 16 000 images).
+    "cifar10": {
+        "dataset": "cifar10",
+        "max_train_examples": 16000,
+        "epochs": 2,
+        "batch_size": 32,
+        "learning_rate": 3e-4,
+        "kmeans_init": True,
+        "restart_unused_after": 20,
+    },
+}
+
+PRIOR_PRESETS = {
+    "quickstart": {
+        "epochs": 20, "batch_size": 64, "learning_rate": 2e-3, "hidden_channels": 32,
+        "num_blocks": 4, "kernel_size": 3, "class_conditional": True,
+    },
+    "mnist": {
+        "max_train_examples": 20000, "epochs": 3, "batch_size": 128, "learning_rate": 1e-3,
+        "hidden_channels": 32, "num_blocks": 4, "kernel_size": 3, "class_conditional": True,
+    },
+    "cifar10": {
+        "max_train_examples": 20000, "epochs": 2, "batch_size": 64, "learning_rate": 1e-3,
+        "hidden_channels": 64, "num_blocks": 4, "kernel_size": 3, "class_conditional": True,
+    },
+}
