@@ -121,6 +121,7 @@ def test_pipeline_command_end_to_end(tmp_path):
     assert cli.main(argv) == 2  # the folder exists now: refused without --overwrite
 
 
+@pytest.mark.slow  # a whole VQ-VAE-2 pipeline (about 75 s)
 def test_pipeline_vqvae2_samples_bottom_given_top(tmp_path):
     """Two levels: the bottom prior is conditioned on the sampled top codes."""
     from tfvqvae.training.pipeline import run_pipeline

@@ -55,7 +55,9 @@ def test_fewer_images_than_a_batch_is_named(tmp_path):
         train(tiny_config(tmp_path / "run", batch_size=256), verbose=0)
 
 
-@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+@pytest.mark.parametrize("precision", [
+    "float16", pytest.param("bfloat16", marks=pytest.mark.slow),  # about 30 s each
+])
 def test_mixed_precision_and_xla_training(tmp_path, precision):
     out = tmp_path / "run"
     metrics = train(tiny_config(out, mixed_precision=precision, jit_compile=True), verbose=0)
