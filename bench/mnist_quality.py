@@ -57,7 +57,8 @@ def run_dataset(dataset, args, out):
         "epochs": args.epochs,
         "out": str(out),
     })
-    prior_options = dict(PRIOR_PRESETS["mnist"], epochs=args.prior_epochs)
+    # All extracted code records, as before the mnist preset capped its priors.
+    prior_options = dict(PRIOR_PRESETS["mnist"], epochs=args.prior_epochs, max_train_examples=None)
     summary = run_pipeline(config, prior_options, overwrite=True, verbose=2,
                            export_formats=())
     vqvae_metrics = json.loads((out / "metrics.json").read_text())

@@ -77,10 +77,11 @@ def results(out):
     metrics = json.loads((out / "metrics.json").read_text())
     test = metrics["test"]
     levels = test.get("levels", {"top": test})
-    usage = " / ".join(f"{levels[level]['usage_percent']:.0f}" for level in levels)
+    order = [level for level in ("top", "bottom") if level in levels]  # as the headers say
+    usage = " / ".join(f"{levels[level]['usage_percent']:.0f}" for level in order)
     bits = " / ".join(
         f"{json.loads((out / f'prior-{level}' / 'metrics.json').read_text())['test']['bits_per_dim']:.2f}"
-        for level in levels
+        for level in order
     )
     return test["psnr_db"], usage, bits, metrics["num_train_images"]
 
