@@ -15,7 +15,6 @@ import re
 import shlex
 import subprocess
 import sys
-import threading
 from concurrent import futures
 from pathlib import Path
 

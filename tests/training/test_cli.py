@@ -15,24 +15,13 @@ from tfvqvae_cli.config import PriorConfig
 from tfvqvae_cli.config import TrainConfig
 from tfvqvae_cli.parser import build_parser
 
+from tests.training.cli_helpers import one_line_error
+
 
 def run_python(code):
     """Runs ``code`` in a fresh interpreter; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
-
-
-def one_line_error(argv, capsys):
-    """Exit status and the single stderr line of a refused command."""
-    try:
-        code = main(argv)
-    except SystemExit as exit:
-        code = exit.code
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    return code, lines[0]
 
 
 def subcommands():

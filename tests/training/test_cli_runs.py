@@ -18,8 +18,8 @@ from tfvqvae.training.config import PriorConfig
 from tfvqvae.training.config import TrainConfig
 from tfvqvae.training.extract_codes import extract_codes
 from tfvqvae.training.train_prior import train_prior
-from tfvqvae_cli import main
 
+from tests.training.cli_helpers import refused
 from tests.training.test_train import TINY
 
 TINY_ARGS = ["--dataset", "digits", "--max-train-examples", "256", "--epochs", "1",
@@ -35,20 +35,6 @@ def run_dir(tmp_path_factory):
     train(TrainConfig(**{**TINY, "epochs": 1}, out=str(out)), verbose=0)
     extract_codes(out)
     return out
-
-
-def refused(argv, capsys):
-    """The one stderr line of a command that must exit with status 2."""
-    try:
-        code = main(argv)
-    except SystemExit as exit:
-        code = exit.code
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def tree(folder):
