@@ -20,7 +20,9 @@ def atomic_path(path):
 
     The temporary name keeps the suffix of ``path`` (Keras insists on
     ``.keras`` / ``.weights.h5``). On an exception the temporary file or
-    folder is removed and ``path`` is left as it was.
+    folder is removed and ``path`` is left as it was; an OSError with an
+    errno (ENOSPC, EFBIG, EACCES, ...) is raised again as the same type with
+    a message that names ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +30,14 @@ def atomic_path(path):
     try:
         yield temp
         os.replace(temp, path)
+    except OSError as error:
+        if error.errno is None or str(path) in str(error):
+            raise
+        # A full disk (ENOSPC), a file-size limit (EFBIG), a read-only folder:
+        # the OS's message names no file; this one names the file not written.
+        raise type(error)(
+            error.errno, f"Could not write {path}: {error.strerror or error}"
+        ) from error
     finally:
         if temp.is_dir():
             shutil.rmtree(temp, ignore_errors=True)

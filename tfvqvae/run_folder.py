@@ -12,6 +12,7 @@ one-line error, naming the file, everywhere:
 """
 
 import json
+import zipfile
 from pathlib import Path
 
 import keras
@@ -61,12 +62,19 @@ def load_keras_file(path, what="model", compile=True):
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file cannot be loaded (not a zip, damaged, written
-            by incompatible code); the message names the file and the cause.
+        ValueError: the file cannot be loaded (empty, truncated, not a zip,
+            damaged, written by incompatible code); the message names the file
+            and the cause.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No {what} file at {path}")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        size = path.stat().st_size
+        raise ValueError(
+            f"Could not load the {what} {path}: it is not a complete .keras file (a zip "
+            f"archive); it is {'empty' if size == 0 else f'{size} bytes, truncated or damaged'}."
+        )
     try:
         return keras.saving.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many kinds (BadZipFile, KeyError, ...)

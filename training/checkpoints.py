@@ -27,11 +27,21 @@ after that step and ``latest.json`` keeps naming the last good checkpoint.
 """
 
 import json
+import logging
+import math
+import re
 from pathlib import Path
 
 import keras
 
 from tfvqvae import atomic
+from tfvqvae.finite import check_finite_weights
+from tfvqvae.finite import describe_nonfinite
+from tfvqvae.finite import nonfinite_weights
+from tfvqvae.killpoints import killpoint
+from tfvqvae.validation import positive_int
+
+logger = logging.getLogger(__name__)
 
 LATEST = "latest.json"
 
@@ -77,11 +87,94 @@ def latest_checkpoint(folder):
     return None if state is None else (state["epoch"], state["path"])
 
 
+_CHECKPOINT_NAME = re.compile(r"^(epoch|step)-(\d+)\.keras$")
+
+
+def checkpoint_candidates(folder, steps_per_epoch):
+    """Every checkpoint file of ``folder``, newest first: ``[(step, path), ...]``.
+
+    The fallbacks of `latest_state` when the file it names cannot be
+    loaded: ``epoch-NNNN.keras`` is at step ``NNNN * steps_per_epoch``,
+    ``step-NNNNNNNN.keras`` at step ``NNNNNNNN``. Temporary files are not
+    checkpoints.
+    """
+    found = []
+    for path in Path(folder).glob("*.keras"):
+        match = _CHECKPOINT_NAME.match(path.name)
+        if match is None:
+            continue
+        count = int(match.group(2))
+        found.append((count * steps_per_epoch if match.group(1) == "epoch" else count, path))
+    return sorted(found, key=lambda item: (-item[0], item[1].name))
+
+
+def describe_latest(folder):
+    """One sentence naming the newest good checkpoint of ``folder`` (or that there is none)."""
+    if folder is None:
+        return "No checkpoint folder was given."
+    try:
+        state = latest_state(folder)
+    except (ValueError, FileNotFoundError) as error:
+        return f"The checkpoint pointer in {folder} is unreadable: {error}"
+    if state is None:
+        return f"No checkpoint has been written yet in {folder}."
+    step = "" if state["step"] is None else f", step {state['step']}"
+    return f"The newest good checkpoint is {state['path']} (epoch {state['epoch']}{step})."
+
+
+def check_finite_result(model, results, checkpoint_dir, step):
+    """Raises FloatingPointError unless the final weights and test ``results`` are finite.
+
+    Called before the final model is written, so that a diverged run keeps
+    only its good checkpoints and no ``model.keras`` a later command trusts.
+
+    Raises:
+        FloatingPointError: one line naming the step, the first non-finite
+            weight or metric, and the newest good checkpoint.
+    """
+    problem = None
+    bad = nonfinite_weights(model)
+    if bad:
+        problem = describe_nonfinite(bad)
+    else:
+        names = [name for name, value in results.items() if not math.isfinite(value)]
+        if names:
+            problem = f"non-finite test {', '.join(names)}"
+    if problem:
+        raise FloatingPointError(
+            f"Training diverged by step {step}: {problem}; model.keras was not written. "
+            f"{describe_latest(checkpoint_dir)} Lower --learning-rate or check the data, "
+            "then rerun."
+        )
+
+
 def _save(model, folder, name, epoch, step):
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic.atomic_path(folder / name) as temp:
-        model.save(temp)
-    atomic.write_json(folder / LATEST, {"epoch": epoch, "step": step, "path": name})
+    """Saves a checkpoint and then points ``latest.json`` at it, refusing NaN / Inf weights."""
+    folder = Path(folder)
+    where = f"step {step}" if step is not None else f"epoch {epoch}"
+    try:
+        check_finite_weights(model, f"model at {where}")
+    except FloatingPointError as error:
+        raise FloatingPointError(
+            f"{error} It was not saved as a checkpoint. {describe_latest(folder)} "
+            "Lower the learning rate or check the data, then rerun."
+        ) from None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_path(folder / name) as temp:
+            model.save(temp)
+            killpoint("checkpoint:staged")
+        killpoint("checkpoint:renamed")
+        atomic.write_json(folder / LATEST, {"epoch": epoch, "step": step, "path": name})
+    except OSError as error:
+        message = (
+            f"Checkpoint at {where} not saved: {error.strerror or error}. "
+            f"{describe_latest(folder)} Free space (or fix the folder) and rerun the same command."
+        )
+        if error.errno is None:
+            raise OSError(message) from error
+        raise type(error)(error.errno, message) from error
+    killpoint("checkpoint:saved")
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -129,12 +222,9 @@ class StepBackup(keras.callbacks.Callback):
 
     def __init__(self, folder, every, steps_per_epoch, initial_step=0):
         super().__init__()
-        for name, value in (("every", every), ("steps_per_epoch", steps_per_epoch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer. Received: {value!r}")
         self.folder = Path(folder)
-        self.every = every
-        self.steps_per_epoch = steps_per_epoch
+        self.every = positive_int("every", every)
+        self.steps_per_epoch = positive_int("steps_per_epoch", steps_per_epoch)
         self.initial_step = initial_step
         self._epoch_start = initial_step
 
@@ -204,17 +294,9 @@ class StopOnNonFinite(keras.callbacks.Callback):
         )
 
     def _checkpoint_text(self):
-        if self.folder is None:
-            return "No checkpoint folder was given."
-        try:
-            state = latest_state(self.folder)
-        except (ValueError, FileNotFoundError) as error:
-            return f"The checkpoint pointer in {self.folder} is unreadable: {error}"
-        if state is None:
-            return f"No checkpoint has been written yet in {self.folder}."
-        step = "" if state["step"] is None else f", step {state['step']}"
-        return (
-            f"The newest good checkpoint is {state['path']} (epoch {state['epoch']}"
-            f"{step}); resume from it after fixing the data or lowering the "
-            "learning rate."
-        )
+        text = describe_latest(self.folder)
+        if text.startswith("The newest good checkpoint"):
+            text = text[:-1] + (
+                "; resume from it after fixing the data or lowering the learning rate."
+            )
+        return text

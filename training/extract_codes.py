@@ -15,7 +15,9 @@ limits training only. File format: `tfvqvae.data.codes`.
 from pathlib import Path
 
 from tfvqvae import atomic  # importing tfvqvae registers the models for load_model
+from tfvqvae.data import model_fingerprint
 from tfvqvae.data import read_code_metadata
+from tfvqvae.killpoints import killpoint
 from tfvqvae.data import write_codes
 from tfvqvae.run_folder import load_keras_file
 from tfvqvae.run_folder import load_run_images
@@ -65,8 +67,11 @@ def extract_codes(
         splits: split names, a sequence or a comma-separated string.
             Defaults to ``("train", "test")``.
         out: output folder. Defaults to ``run_dir/codes``.
-        overwrite: replace existing code files; without it an existing file
-            is an error and nothing is written.
+        overwrite: replace existing code files. Without it a complete file
+            of a split written by the same model (same codebook fingerprint)
+            from the same dataset is kept, so that a killed extraction
+            finishes with the same call; any other existing file is an error
+            and nothing is written.
         model_path: the model to encode with. Defaults to
             ``run_dir/model.keras``.
         dataset: dataset name. Defaults to the run's ``config.json``.
@@ -76,12 +81,14 @@ def extract_codes(
         batch_size: images per encoding step. Defaults to 256.
 
     Returns:
-        ``{split: Path}`` of the files written, in the order of ``splits``.
+        A `CodeFiles`: ``{split: Path}`` of every split's file, in the order
+        of ``splits``; its ``kept`` names the splits left as they were.
 
     Raises:
         FileNotFoundError: if the run folder, the model or (when no dataset
             is given) ``config.json`` is missing.
-        FileExistsError: if a code file exists and ``overwrite`` is false.
+        FileExistsError: if a code file exists, ``overwrite`` is false and the
+            file is not this model's codes of this data (the reason is named).
         ValueError: on an empty or bad split list, or a file the model
             cannot encode.
     """
@@ -110,13 +117,31 @@ def extract_codes(
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"Output path exists and is not a folder: {out}")
     paths = {split: out / code_file_name(split) for split in splits}
-    existing = [str(path) for path in paths.values() if path.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"Code file(s) exist: {', '.join(existing)}; pass --overwrite to replace them."
-        )
 
     model = load_keras_file(model_path, "model", compile=False)
+    fingerprint = model_fingerprint(model)
+    sources = {
+        split: {
+            "dataset": dataset,
+            "split": split,
+            "data_dir": None if data_dir is None else str(data_dir),
+            "model": str(model_path),
+        }
+        for split in splits
+    }
+    kept, refused = [], []
+    for split, path in paths.items():
+        if path.exists() and not overwrite:
+            why = _why_not_reusable(path, fingerprint, sources[split])
+            if why is None:
+                kept.append(split)
+            else:
+                refused.append(f"{path} ({why})")
+    if refused:
+        raise FileExistsError(
+            f"Code file(s) exist: {'; '.join(refused)}; pass --overwrite to replace them."
+        )
+
     images = {**(config or {}), "dataset": dataset, "data_dir": data_dir}
     out.mkdir(parents=True, exist_ok=True)
     for path in paths.values():
@@ -124,21 +149,39 @@ def extract_codes(
         for leftover in out.glob(f"{atomic.TEMP_MARKER}*-{path.name}"):
             leftover.unlink()
     for split, path in paths.items():
+        if split in kept:
+            continue
         data = load_run_images(images, split)
         write_codes(
-            path,
-            model,
-            data,
-            batch_size=batch_size,
-            image_size=image_size,
-            source={
-                "dataset": dataset,
-                "split": split,
-                "data_dir": None if data_dir is None else str(data_dir),
-                "model": str(model_path),
-            },
+            path, model, data, batch_size=batch_size, image_size=image_size,
+            source=sources[split],
         )
-    return paths
+        killpoint("extract-codes:written")
+    return CodeFiles(paths, kept=tuple(kept))
+
+
+class CodeFiles(dict):
+    """``{split: Path}`` of an extraction, with ``kept``: the splits whose files were
+    already complete (same model and data) and were left as they were."""
+
+    def __init__(self, paths, kept=()):
+        super().__init__(paths)
+        self.kept = tuple(kept)
+
+
+def _why_not_reusable(path, fingerprint, source):
+    """None if the code file ``path`` was written by this model from this data, else why not."""
+    try:
+        metadata = read_code_metadata(path)
+    except (ValueError, OSError) as error:
+        return f"unreadable: {error}"
+    if metadata.get("model_fingerprint") != fingerprint:
+        return "written by another model"
+    written = metadata.get("source") or {}
+    for key in ("dataset", "split", "data_dir"):
+        if written.get(key) != source[key]:
+            return f"its {key} is {written.get(key)!r}, not {source[key]!r}"
+    return None
 
 
 def main(args):
@@ -155,10 +198,11 @@ def main(args):
     )
     for split, path in paths.items():
         metadata = read_code_metadata(path)
+        action = "kept" if split in paths.kept else "wrote"
         levels = ", ".join(
             f"{level} {h}x{w} (K={metadata['num_embeddings'][level]})"
             for level in metadata["levels"]
             for h, w in [metadata["code_shapes"][level]]
         )
-        print(f"{split}: wrote {path}: {metadata['num_records']} records, levels {levels}")
+        print(f"{split}: {action} {path}: {metadata['num_records']} records, levels {levels}")
     return 0

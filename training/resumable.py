@@ -30,7 +30,7 @@ from tfvqvae.run_folder import load_keras_file
 from tfvqvae.training.checkpoints import EpochCheckpoint
 from tfvqvae.training.checkpoints import StepBackup
 from tfvqvae.training.checkpoints import StopOnNonFinite
-from tfvqvae.training.checkpoints import LATEST
+from tfvqvae.training.checkpoints import checkpoint_candidates
 from tfvqvae.training.checkpoints import latest_state
 
 logger = logging.getLogger(__name__)
@@ -52,15 +52,84 @@ def resolve_strategy(strategy):
     return strategy
 
 
+# Fields that may differ between a run's saved config.json and a request that
+# continues it: where the run lives, and how many epochs it runs to.
+MAY_CHANGE_ON_RESUME = ("epochs", "out", "run")
+
+
+def _entries(out):
+    """The folder's entries, without the temporary files of killed writers."""
+    return [p for p in Path(out).iterdir() if not p.name.startswith(atomic.TEMP_MARKER)]
+
+
+def config_differences(saved, config):
+    """``[(field, requested, saved), ...]`` where ``config`` differs from ``saved``.
+
+    Fields of `MAY_CHANGE_ON_RESUME` are not compared.
+    """
+    requested, before = config.to_dict(), saved.to_dict()
+    return [
+        (name, requested[name], before.get(name))
+        for name in requested
+        if name not in MAY_CHANGE_ON_RESUME and requested[name] != before.get(name)
+    ]
+
+
+def describe_differences(differences, prefix="--"):
+    """``--num-embeddings 512 (saved: 256), --batch-size 8 (saved: 32)``."""
+
+    def shown(value):
+        return "none" if value is None else str(value).lower() if isinstance(value, bool) else value
+
+    return ", ".join(
+        f"{prefix}{name.replace('_', '-')} {shown(new)} (saved: {shown(old)})"
+        for name, new, old in differences
+    )
+
+
+def run_status(out, config):
+    """What ``out`` holds, compared with the request ``config``.
+
+    Returns:
+        ``(status, saved)``: ``status`` is "empty" (missing, or only
+        temporary files), "foreign" (no readable ``config.json``),
+        "different" (another configuration: ``saved`` is it), "unfinished"
+        (this configuration, no ``metrics.json`` yet) or "finished" (this
+        configuration and its ``metrics.json``). Configurations are compared
+        without `MAY_CHANGE_ON_RESUME`.
+    """
+    out = Path(out)
+    if not out.is_dir() or not _entries(out):
+        return "empty", None
+    if config is None or not (out / "config.json").is_file():
+        return "foreign", None
+    try:
+        saved = type(config).load(out / "config.json")
+    except (ValueError, TypeError):
+        return "foreign", None
+    if config_differences(saved, config):
+        return "different", saved
+    return ("finished" if (out / "metrics.json").is_file() else "unfinished"), saved
+
+
 def prepare_output(out, resume, overwrite, config=None):
     """Checks a request's output folder, writing nothing; returns whether it resumes.
 
     A non-empty ``out`` needs ``resume`` or ``overwrite``, except that the
-    same command run again (an identical saved ``config.json``, a checkpoint,
-    no ``metrics.json`` yet) continues the interrupted run: that is what
-    makes a killed job restartable unchanged. ``resume`` needs a
-    ``config.json`` and a checkpoint in ``out``. `create_output` then makes
-    the folder.
+    same command run again continues an interrupted run: an identical saved
+    ``config.json`` and no ``metrics.json`` yet resume from the newest
+    checkpoint, or start again from step 0 when the run was killed before
+    its first one. That is what makes a killed job restartable unchanged,
+    whatever moment it died at. ``resume`` needs a ``config.json`` in
+    ``out`` and a request that differs from it only in ``epochs``.
+    `create_output` then makes the folder.
+
+    Raises:
+        NotADirectoryError: ``out`` is a file.
+        ValueError: ``resume`` and ``overwrite`` together; ``resume`` with
+            settings that differ from the saved ones (each is named).
+        FileNotFoundError: ``resume`` with nothing to resume.
+        FileExistsError: a non-empty ``out`` that is not this run.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -69,37 +138,85 @@ def prepare_output(out, resume, overwrite, config=None):
         raise ValueError(f"Pass --resume or --overwrite, not both (output folder {out}).")
     if resume:
         check_resumable(out)
-    elif out.is_dir() and any(out.iterdir()) and not overwrite:
-        if not interrupted_run(out, config):
-            raise FileExistsError(
-                f"Output folder {out} is not empty: pass --resume to continue the "
-                "run in it or --overwrite to start again."
-            )
-        logger.info("Resuming the interrupted run in %s", out)
-        resume = True
-    return resume
+        check_same_config(out, config)
+        return True
+    if overwrite:
+        return False
+    status, saved = run_status(out, config)
+    if status == "empty":
+        return False
+    if status == "unfinished":
+        logger.info("Continuing the interrupted run in %s", out)
+        return True
+    if status == "finished":
+        raise FileExistsError(
+            f"Output folder {out} holds a finished run of this configuration "
+            "(metrics.json): pass --resume with a larger --epochs to train further, "
+            "or --overwrite to start again."
+        )
+    if status == "different":
+        raise FileExistsError(
+            f"Output folder {out} holds a run with other settings: "
+            f"{describe_differences(config_differences(saved, config))}. Repeat the "
+            "run's own settings to continue it, or pass --overwrite to start again."
+        )
+    raise FileExistsError(
+        f"Output folder {out} is not empty: pass --resume to continue the "
+        "run in it or --overwrite to start again."
+    )
 
 
-def create_output(out, overwrite):
-    """Makes the output folder (emptied first with ``overwrite``); returns its Path."""
+def check_same_config(out, config):
+    """Refuses a ``--resume`` request whose settings differ from ``out/config.json``.
+
+    Only `MAY_CHANGE_ON_RESUME` (``epochs``, the folder) may change: the
+    others are fixed by the checkpoint (architecture, optimizer) or by the
+    run's reproducible batch order (batch size, seed, dataset).
+    """
+    if config is None:
+        return
+    saved = type(config).load(Path(out) / "config.json")
+    differences = config_differences(saved, config)
+    if differences:
+        raise ValueError(
+            f"--resume: {describe_differences(differences)} differ from the run in "
+            f"{out}; only --epochs may change when resuming. Drop them, or pass "
+            "--overwrite to start a new run."
+        )
+
+
+def create_output(out, overwrite, restart=False):
+    """Makes the output folder (emptied first with ``overwrite``); returns its Path.
+
+    ``restart``: the run resumes without a checkpoint (killed before its
+    first one), so the logs of its lost steps are deleted.
+    """
     out = Path(out)
     if overwrite and out.is_dir() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale_temporaries(out)
+    if restart:
+        for partial in ("logs", "history.csv"):
+            if (out / partial).is_dir():
+                shutil.rmtree(out / partial)
+            elif (out / partial).exists():
+                (out / partial).unlink()
     return out
 
 
 def check_resumable(out):
-    """Refuses ``--resume`` on a folder without a saved config.json and checkpoint."""
+    """Refuses ``--resume`` on a folder without a saved config.json.
+
+    A folder with a ``config.json`` but no checkpoint yet (killed before its
+    first one) resumes from step 0.
+    """
     out = Path(out)
     missing = None
     if not out.is_dir():
         missing = "the folder does not exist"
     elif not (out / "config.json").is_file():
         missing = "no config.json"
-    elif latest_state(out / "checkpoints") is None:
-        missing = f"no checkpoint ({out / 'checkpoints' / LATEST})"
     if missing:
         raise FileNotFoundError(
             f"--resume: nothing to resume in {out}: {missing}; drop --resume to start a new run."
@@ -107,16 +224,8 @@ def check_resumable(out):
 
 
 def interrupted_run(out, config):
-    """Whether ``out`` holds an unfinished run of exactly ``config`` (a dataclass with ``load``)."""
-    saved = Path(out) / "config.json"
-    if config is None or not saved.is_file() or (Path(out) / "metrics.json").exists():
-        return False
-    if latest_state(Path(out) / "checkpoints") is None:
-        return False
-    try:
-        return type(config).load(saved) == config
-    except (ValueError, TypeError):
-        return False
+    """Whether ``out`` holds an unfinished run of ``config`` (a dataclass with ``load``)."""
+    return run_status(out, config)[0] == "unfinished"
 
 
 def start_run(folder, config, resume, overwrite, strategy, check=None):
@@ -152,15 +261,29 @@ def start_run(folder, config, resume, overwrite, strategy, check=None):
         if resume:
             check_resumable(out)
         resume = resume or interrupted_run(out, config)
+    restart = False
     if resume:
         updates = {"epochs": config.epochs}
         if hasattr(config, "out"):
             updates["out"] = str(out)
         config = dataclasses.replace(type(config).load(out / "config.json"), **updates)
+        restart = not _has_checkpoint(out / "checkpoints")
+        if restart:
+            logger.warning("%s has no checkpoint yet: training starts again from step 0.", out)
     checked = check(config) if check is not None else None
     if is_chief(strategy):
-        create_output(out, overwrite)
+        create_output(out, overwrite, restart=restart)
     return strategy, out, config, resume, checked
+
+
+def _has_checkpoint(folder):
+    """Whether `load_newest_checkpoint` has a file to try (the pointer's, or any other)."""
+    try:
+        if latest_state(folder) is not None:
+            return True
+    except (ValueError, FileNotFoundError):  # a damaged pointer: the files may still load
+        pass
+    return bool(checkpoint_candidates(folder, 1))
 
 
 def restore_or_build(out, resume, steps_per_epoch, strategy, config, build):
@@ -171,14 +294,11 @@ def restore_or_build(out, resume, steps_per_epoch, strategy, config, build):
     it with Adam(``config.learning_rate``) and ``config.jit_compile``; both
     under ``strategy.scope()``.
     """
-    found = latest_state(Path(out) / "checkpoints") if resume else None
     with strategy.scope():
-        if found is not None:
-            step = found["step"]
-            if step is None:  # a checkpoint from before step counting
-                step = found["epoch"] * steps_per_epoch
-            logger.info("Resuming from %s (step %d)", found["path"], step)
-            return load_keras_file(found["path"], "checkpoint"), step
+        if resume:
+            loaded = load_newest_checkpoint(Path(out) / "checkpoints", steps_per_epoch)
+            if loaded is not None:
+                return loaded
         with precision_policy(config.mixed_precision):
             model = build()
             model.compile(
@@ -186,6 +306,50 @@ def restore_or_build(out, resume, steps_per_epoch, strategy, config, build):
                 jit_compile=config.jit_compile,
             )
         return model, 0
+
+
+def load_newest_checkpoint(folder, steps_per_epoch):
+    """``(model, step)`` of the newest checkpoint in ``folder`` that loads, or None.
+
+    Tries the file ``latest.json`` names, then every other checkpoint newest
+    first (`checkpoint_candidates`): a checkpoint damaged after it was
+    written (a truncated copy, a bad disk block) or a damaged pointer costs
+    the steps since the previous good one, and a warning names both files.
+
+    Raises:
+        ValueError: checkpoint files exist but none of them loads (each is
+            named).
+    """
+    folder = Path(folder)
+    tried, failures = [], []
+    try:
+        state = latest_state(folder)
+    except (ValueError, FileNotFoundError) as error:
+        failures.append(str(error))
+        state = None
+    if state is not None:
+        step = state["step"]
+        if step is None:  # a checkpoint from before step counting
+            step = state["epoch"] * steps_per_epoch
+        tried.append((step, state["path"]))
+    tried += [c for c in checkpoint_candidates(folder, steps_per_epoch)
+              if state is None or c[1] != state["path"]]
+    for step, path in tried:
+        try:
+            model = load_keras_file(path, "checkpoint")
+        except (ValueError, OSError) as error:
+            failures.append(str(error))
+            continue
+        if failures:
+            logger.warning(
+                "Resuming from %s (step %d), an earlier checkpoint: %s", path, step,
+                " ".join(failures))
+        else:
+            logger.info("Resuming from %s (step %d)", path, step)
+        return model, step
+    if failures:
+        raise ValueError(f"No checkpoint in {folder} can be loaded: {' '.join(failures)}")
+    return None
 
 
 def steps_per_epoch_of(count, batch_size, what):

@@ -17,19 +17,23 @@ Every file is written atomically; ``--resume`` continues a killed run from its
 last complete checkpoint.
 """
 
-import math
+import argparse
 import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 import tfvqvae
 from tfvqvae import atomic
+from tfvqvae.killpoints import killpoint
 from tfvqvae.distribute import build_strategy
 from tfvqvae.distribute import split_cpu
 from tfvqvae.metrics import psnr
 from tfvqvae.run_folder import load_run_images
 from tfvqvae.training.config import PRESETS
+from tfvqvae.training.checkpoints import check_finite_result
+from tfvqvae.training.checkpoints import describe_latest
 from tfvqvae.training.config import TrainConfig
 from tfvqvae.training.images import save_reconstruction_grid
 from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
@@ -131,10 +135,11 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
     """Trains (or resumes) a VQ-VAE and writes the output folder.
 
     Args:
-        config: a `TrainConfig`. On resume the saved ``config.json`` is used
-            and only ``epochs`` is taken from ``config``.
+        config: a `TrainConfig`. On resume it must equal the saved
+            ``config.json`` except for ``epochs`` (and ``out``).
         resume: continue from the newest checkpoint in ``config.out``. The
-            same call on an interrupted run's folder resumes without it.
+            same call on an interrupted run's folder resumes without it
+            (or starts again, when it was killed before its first checkpoint).
         overwrite: delete a non-empty ``config.out`` first.
         callbacks: extra Keras callbacks for ``fit``.
         verbose: passed to ``fit`` (``"auto"`` shows the progress bar).
@@ -147,6 +152,16 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
 
     Returns:
         The metrics dict also written to ``metrics.json``.
+
+    Raises:
+        ValueError: a bad configuration or dataset, or ``resume`` with
+            settings that differ from the saved ones (each is named).
+        FileExistsError: ``config.out`` holds something else than this run.
+        FloatingPointError: the run diverged (a NaN / Inf loss, gradient,
+            weight or test metric); the message names the step and the
+            newest good checkpoint, and no non-finite weights were saved.
+        OSError: a file could not be written (a full disk); the message
+            names it.
     """
     start = time.perf_counter()
 
@@ -194,6 +209,8 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
             verbose=verbose,
         )
         test = model.evaluate(test_ds, return_dict=True, verbose=0)
+        check_finite_result(model, test, write / "checkpoints",
+                            step=config.epochs * steps_per_epoch)
         metrics = {
             "dataset": config.dataset,
             "epochs": config.epochs,
@@ -203,16 +220,19 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
             "test": _test_metrics(model, test),
             "wall_time_s": round(time.perf_counter() - start, 1),
         }
-        with atomic.atomic_path(write / "model.keras") as temp:
-            model.save(temp)
         originals = next(iter(test_data.take(config.grid_pairs).to_tf_dataset(
             config.grid_pairs)))
-        save_reconstruction_grid(
-            write / "reconstructions.png", originals.numpy(),
-            keras.ops.convert_to_numpy(model(originals, training=False)),
-        )
-        if not all(math.isfinite(v) for v in test.values()):  # mse, losses, perplexities
-            raise FloatingPointError(f"Training diverged: test metrics {test}")
+        reconstructions = keras.ops.convert_to_numpy(model(originals, training=False))
+        if not np.all(np.isfinite(reconstructions)):
+            raise FloatingPointError(
+                f"Training diverged: the final model's reconstructions hold NaN or Inf "
+                f"(step {config.epochs * steps_per_epoch}); model.keras was not written. "
+                f"{describe_latest(write / 'checkpoints')}"
+            )
+        killpoint("train:final-save")
+        with atomic.atomic_path(write / "model.keras") as temp:
+            model.save(temp)
+        save_reconstruction_grid(write / "reconstructions.png", originals.numpy(), reconstructions)
         atomic.write_json(write / "metrics.json", metrics)
     return metrics
 
@@ -237,10 +257,12 @@ def backup_every_from_args(args):
 
 def config_from_args(args):
     """The TrainConfig of parsed ``tfvqvae train`` arguments (`tfvqvae_cli.parser`)."""
-    values = TrainConfig.options_from_args(args, PRESETS.get(args.preset))
-    if args.preset and args.out is None:
-        values["out"] = f"runs/{args.preset}"
-    return TrainConfig.from_dict(values)
+    out = args.out
+    if out is None:
+        out = f"runs/{args.preset}" if args.preset else TrainConfig.out
+    args = argparse.Namespace(**{**vars(args), "out": out})
+    return TrainConfig.from_args(args, PRESETS.get(args.preset),
+                                 saved=Path(out) / "config.json")
 
 
 def main(args):

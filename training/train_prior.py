@@ -23,6 +23,7 @@ from tfvqvae.data import expected_metadata
 from tfvqvae.data import load_codes
 from tfvqvae.run_folder import load_keras_file
 from tfvqvae.run_folder import prior_dir
+from tfvqvae.training.checkpoints import check_finite_result
 from tfvqvae.training.config import PRIOR_PRESETS
 from tfvqvae.training.config import PriorConfig
 from tfvqvae.training.extract_codes import code_file_name
@@ -180,8 +181,8 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
             verbose=verbose,
         )
         test = prior.evaluate(test_ds, return_dict=True, verbose=0)
-        if not math.isfinite(test["nll"]):
-            raise FloatingPointError(f"Prior training diverged: test metrics {test}")
+        check_finite_result(prior, test, write / "checkpoints",
+                            step=config.epochs * steps_per_epoch)
         metrics = {
             "level": config.level,
             "epochs": config.epochs,
@@ -201,8 +202,10 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
 
 def config_from_args(args):
     """The PriorConfig of parsed ``tfvqvae train-prior`` arguments (`tfvqvae_cli.parser`)."""
-    return PriorConfig.from_dict(
-        PriorConfig.options_from_args(args, PRIOR_PRESETS.get(args.preset)))
+    run = args.run if args.run is not None else PriorConfig.run
+    level = args.level if args.level is not None else PriorConfig.level
+    return PriorConfig.from_args(args, PRIOR_PRESETS.get(args.preset),
+                                 saved=prior_dir(run, level) / "config.json")
 
 
 def main(args):

@@ -59,12 +59,15 @@ def test_train_resume_without_config(tmp_path, capsys):
     assert tree(out) == ["notes.txt"]
 
 
-def test_train_resume_without_checkpoint(tmp_path, capsys):
+def test_train_resume_with_other_settings_without_checkpoint(tmp_path, capsys):
+    # A config.json without a checkpoint would start again from step 0, but
+    # only with its own settings: the options that differ are named.
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text(json.dumps({"dataset": "digits"}))
     line = refused(["train", *TINY_ARGS, "--out", str(out), "--resume"], capsys)
-    assert f"nothing to resume in {out}: no checkpoint" in line
+    assert "--resume: --max-train-examples 256 (saved: none)" in line
+    assert "--batch-size 64 (saved: 64)" not in line and "only --epochs may change" in line
     assert tree(out) == ["config.json"]
 
 
@@ -185,8 +188,12 @@ def test_latest_json_with_a_non_integer_step(tmp_path, capsys):
     (out / "checkpoints" / "epoch-0001.keras").write_bytes(b"")
     pointer = out / "checkpoints" / "latest.json"
     pointer.write_text(json.dumps({"epoch": 1, "step": "ten", "path": "epoch-0001.keras"}))
-    line = refused(["train", *TINY_ARGS, "--out", str(out), "--resume"], capsys)
+    # --resume alone: the run's own settings (config.json), so the pointer is
+    # what is read; it is named, then the only other checkpoint file (empty).
+    line = refused(["train", "--out", str(out), "--resume"], capsys)
+    assert f"No checkpoint in {out / 'checkpoints'} can be loaded" in line
     assert f"{pointer} is not a checkpoint pointer" in line and '"step": "ten"' in line
+    assert f"{out / 'checkpoints' / 'epoch-0001.keras'}: it is not a complete .keras file" in line
     assert tree(out) == ["checkpoints", "checkpoints/epoch-0001.keras",
                          "checkpoints/latest.json", "config.json"]
 

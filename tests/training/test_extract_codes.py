@@ -50,12 +50,11 @@ def test_extract_codes_writes_every_split(run_dir):
         assert metadata["source"]["dataset"] == "digits"
         assert metadata["source"]["split"] == split
 
-    # Refuses to overwrite, and leaves the files alone.
+    # The same call again keeps this model's complete files (a killed
+    # extraction finishes this way) and rewrites nothing.
     before = {s: p.read_bytes() for s, p in paths.items()}
-    with pytest.raises(FileExistsError, match="codes-train.tfrecord.*--overwrite"):
-        extract_codes(run_dir)
-    with pytest.raises(FileExistsError, match="codes-test.tfrecord"):
-        extract_codes(run_dir, splits=["test"])
+    again = extract_codes(run_dir)
+    assert again == paths and again.kept == ("train", "test")
     assert {s: p.read_bytes() for s, p in paths.items()} == before
     assert extract_codes(run_dir, overwrite=True) == paths
     # Same model, same images: the same bytes.
@@ -63,6 +62,29 @@ def test_extract_codes_writes_every_split(run_dir):
     assert sorted(p.name for p in paths["train"].parent.iterdir()) == [
         "codes-test.tfrecord", "codes-train.tfrecord"
     ]
+
+
+def test_files_of_another_model_or_damaged_are_refused(run_dir, tmp_path):
+    out = tmp_path / "codes"
+    paths = extract_codes(run_dir, out=out)
+    before = {s: p.read_bytes() for s, p in paths.items()}
+    # Another model: the same architecture with one codebook vector moved.
+    model = keras.saving.load_model(run_dir / "model.keras")
+    codebook = model.quantizer.codebook
+    codebook.assign(codebook.numpy() + np.eye(*codebook.shape, dtype="float32"))
+    other = tmp_path / "other.keras"
+    model.save(other)
+    with pytest.raises(FileExistsError, match="codes-train.tfrecord \\(written by another "
+                       "model\\).*codes-test.tfrecord.*--overwrite"):
+        extract_codes(run_dir, out=out, model_path=other)
+    assert {s: p.read_bytes() for s, p in paths.items()} == before
+    # A damaged file is named and refused, the good one left alone.
+    paths["test"].write_bytes(before["test"][:100])
+    with pytest.raises(FileExistsError, match="codes-test.tfrecord \\(unreadable"):
+        extract_codes(run_dir, out=out)
+    assert paths["train"].read_bytes() == before["train"]
+    assert extract_codes(run_dir, out=out, overwrite=True).kept == ()
+    assert {s: p.read_bytes() for s, p in paths.items()} == before
 
 
 def test_options_out_splits_model_and_image_size(run_dir, tmp_path):
@@ -92,8 +114,10 @@ def test_cli(run_dir, tmp_path, capsys):
     assert str(out / "codes-test.tfrecord") in lines[1] and "297 records" in lines[1]
     assert "top 4x4 (K=16)" in lines[1]
 
-    assert cli.main(["extract-codes", "--run", str(run_dir), "--out", str(out)]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert cli.main(["extract-codes", "--run", str(run_dir), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0:2] for line in lines] == [["train", " kept " + str(
+        out / "codes-train.tfrecord")], ["test", " kept " + str(out / "codes-test.tfrecord")]]
     assert cli.main(["extract-codes", "--run", str(run_dir), "--out", str(out),
                      "--splits", "test", "--overwrite"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1

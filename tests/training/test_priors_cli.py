@@ -108,7 +108,7 @@ def test_codes_from_another_model_are_refused(tmp_path, run_with_codes):
         train_prior(PriorConfig(run=str(other), **TINY_PRIOR))
 
 
-def test_pipeline_command_end_to_end(tmp_path):
+def test_pipeline_command_end_to_end(tmp_path, capsys):
     out = tmp_path / "pipe"
     argv = ["pipeline", "--out", str(out), "--dataset", "digits", "--max-train-examples", "256",
             "--epochs", "1", "--num-embeddings", "16", "--embedding-dim", "4",
@@ -118,7 +118,19 @@ def test_pipeline_command_end_to_end(tmp_path):
     for name in ("model.keras", "metrics.json", "reconstructions.png", "samples-seed0.png",
                  "codes/codes-train.tfrecord", "prior-top/model.keras", "prior-top/metrics.json"):
         assert (out / name).is_file(), name
-    assert cli.main(argv) == 2  # the folder exists now: refused without --overwrite
+    # The same command again keeps every finished training stage.
+    model_bytes = (out / "model.keras").read_bytes()
+    prior_bytes = (out / "prior-top" / "model.keras").read_bytes()
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    assert "kept the finished stages: vqvae, codes, prior-top" in capsys.readouterr().out
+    assert (out / "model.keras").read_bytes() == model_bytes
+    assert (out / "prior-top" / "model.keras").read_bytes() == prior_bytes
+    # Other settings in the same folder: refused, naming them, without --overwrite.
+    other = argv[:argv.index("--num-embeddings") + 1] + ["32"] + argv[
+        argv.index("--num-embeddings") + 2:]
+    assert cli.main(other) == 2
+    assert "--num-embeddings 32 (saved: 16)" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # a whole VQ-VAE-2 pipeline (about 75 s)
@@ -153,8 +165,12 @@ def test_train_prior_resumes_from_checkpoint(run_with_codes):
     folder = run_with_codes / "prior-top"
     steps = int(keras.saving.load_model(folder / "model.keras").optimizer.iterations)
     assert steps == 11  # 1500 // 128 full batches
-    # The saved config wins on resume; only `epochs` changes.
-    resumed = dict(config, epochs=2, hidden_channels=32)
+    # Only `epochs` may change on resume: another setting is refused, named.
+    with pytest.raises(ValueError, match=r"--hidden-channels 32 \(saved: 8\)"):
+        train_prior(PriorConfig(run=str(run_with_codes), **dict(config, epochs=2,
+                                                                hidden_channels=32)),
+                    resume=True, verbose=0)
+    resumed = dict(config, epochs=2)
     train_prior(PriorConfig(run=str(run_with_codes), **resumed), resume=True, verbose=0)
     prior = keras.saving.load_model(folder / "model.keras")
     assert int(prior.optimizer.iterations) == 2 * steps

@@ -80,9 +80,13 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     steps_per_epoch = int(first.optimizer.iterations)
     assert steps_per_epoch == 4  # 256 images / 64
 
-    # A different architecture on the command line is ignored: the saved
-    # config.json wins, only `epochs` is taken from the new request.
-    train(tiny_config(out, epochs=3, hidden_channels=32), resume=True, verbose=0)
+    # A different architecture is refused, naming the setting and its saved
+    # value: only `epochs` may change on resume. Nothing is written.
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(ValueError, match=r"--hidden-channels 32 \(saved: 16\).*--epochs"):
+        train(tiny_config(out, epochs=3, hidden_channels=32), resume=True, verbose=0)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    train(tiny_config(out, epochs=3), resume=True, verbose=0)
     model = keras.saving.load_model(out / "model.keras")
     assert int(model.optimizer.iterations) == 3 * steps_per_epoch
     assert model.hidden_channels == 16

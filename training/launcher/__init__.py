@@ -13,7 +13,8 @@ TensorFlow (its models must be registered for ``keras.saving.load_model``):
 help, argument errors and ``presets`` answer without it, and a command's
 module (``COMMANDS``) is imported only once its arguments parse. That module's
 ``main(args)`` does the work; a ValueError, TypeError or OSError it raises
-becomes one line on stderr and exit status 2.
+becomes one line on stderr and exit status 2, a FloatingPointError (a run
+that diverged: NaN or Inf) one line and exit status 1.
 """
 
 import importlib
@@ -42,3 +43,6 @@ def main(argv=None):
     except (ValueError, TypeError, OSError) as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except FloatingPointError as error:  # a diverged run: nothing non-finite was saved
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return 1

@@ -9,6 +9,7 @@ re-exported by ``tfvqvae.training.config``.
 
 import argparse
 import dataclasses
+import math
 import types
 
 DEFAULT_DATASET = "digits"  # tfvqvae.data.DEFAULT_DATASET; a test checks they agree
@@ -25,15 +26,33 @@ def positive_int(text):
     return value
 
 
-def option(default, help, *, positive=False, choices=None, flag=True):
+def option(default, help, *, positive=False, choices=None, flag=True, interval=None):
     """A dataclass field that is also a command-line option.
 
     ``positive``: an integer >= 1 (or None where the default is None),
     checked both by the parser and by the dataclass. ``choices``: the allowed
     values. ``flag=False``: a field without an option of its own.
+    ``interval``: for a float, ``(low, high, brackets)`` with brackets one of
+    "[]", "[)", "(]", "()": the value must be a finite number in it (a
+    NaN or an infinity never is).
     """
     return dataclasses.field(default=default, metadata={
-        "help": help, "positive": positive, "choices": choices, "flag": flag})
+        "help": help, "positive": positive, "choices": choices, "flag": flag,
+        "interval": interval})
+
+
+def check_interval(name, value, interval):
+    """Raises ValueError unless ``value`` is a finite real number inside ``interval``."""
+    low, high, brackets = interval
+    text = f"{brackets[0]}{low}, {high}{brackets[1]}".replace("inf", "\u221e")
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not number or not math.isfinite(value) or not (
+        (low <= value if brackets[0] == "[" else low < value)
+        and (value <= high if brackets[1] == "]" else value < high)
+    ):
+        raise ValueError(
+            f"{name} must be a finite number in {text}. Received: {name}={value!r}"
+        )
 
 
 def value_type(field):
@@ -72,6 +91,8 @@ class _Config:
                 raise ValueError(
                     f"{field.name} must be a positive integer. Received: {field.name}={value!r}"
                 )
+            if meta.get("interval"):
+                check_interval(field.name, value, meta["interval"])
             if meta.get("choices") and value not in meta["choices"]:
                 allowed = ", ".join(repr(c) for c in meta["choices"])
                 raise ValueError(
@@ -102,6 +123,23 @@ class _Config:
             if value is not None:
                 values[field.name] = value
         return values
+
+    @classmethod
+    def from_args(cls, args, preset=None, prefix="", saved=None):
+        """The configuration of parsed arguments: ``preset``'s values, then the options given.
+
+        ``saved``: the path of a run's ``config.json``; with ``--resume`` its
+        values replace the defaults, so that only the options given (and the
+        preset) can differ from the run, and `start_run` names each one
+        that does.
+        """
+        values = cls.options_from_args(args, preset, prefix)
+        if saved is not None and getattr(args, "resume", False):
+            from pathlib import Path
+
+            if Path(saved).is_file():
+                values = {**cls.load(saved).to_dict(), **values}
+        return cls.from_dict(values)
 
     @classmethod
     def load(cls, path):
@@ -146,15 +184,16 @@ class TrainConfig(_Config):
                                             "(none: all)", positive=True)
     epochs: int = option(10, "passes over the training images", positive=True)
     batch_size: int = option(64, "global batch, split evenly over the replicas", positive=True)
-    learning_rate: float = option(3e-4, "Adam learning rate")
+    learning_rate: float = option(3e-4, "Adam learning rate", interval=(0, math.inf, "()"))
     model: str = option("vqvae", "vqvae: one code map; vqvae2: top (1/8) and bottom (1/4) "
                         "code maps, image size divisible by 8", choices=("vqvae", "vqvae2"))
     quantizer: str = option("ema", "codebook update: ema (moving averages) or vq (gradients)",
                             choices=("ema", "vq"))
     num_embeddings: int = option(512, "codebook size K (per level)", positive=True)
     embedding_dim: int = option(64, "code vector size D", positive=True)
-    commitment_cost: float = option(0.25, "weight beta of the commitment loss")
-    decay: float = option(0.99, "EMA decay of --quantizer ema")
+    commitment_cost: float = option(0.25, "weight beta of the commitment loss",
+                                    interval=(0, math.inf, "[)"))
+    decay: float = option(0.99, "EMA decay of --quantizer ema", interval=(0, 1, "()"))
     kmeans_init: bool = option(False, "initialise the codebook by k-means on the first batch")
     restart_unused_after: int | None = option(
         None, "move codes unused for this many steps onto encoder outputs (none: never)",
@@ -180,10 +219,6 @@ class TrainConfig(_Config):
                 "the image, top codes at 1/8). "
                 f"Received: num_downsamples={self.num_downsamples!r}"
             )
-        if not self.learning_rate > 0:
-            raise ValueError(
-                f"learning_rate must be positive. Received: learning_rate={self.learning_rate!r}"
-            )
 
 
 @dataclasses.dataclass
@@ -197,7 +232,7 @@ class PriorConfig(_Config):
                                             "(none: all)", positive=True)
     epochs: int = option(10, "passes over the code records", positive=True)
     batch_size: int = option(64, "global batch, split evenly over the replicas", positive=True)
-    learning_rate: float = option(1e-3, "Adam learning rate")
+    learning_rate: float = option(1e-3, "Adam learning rate", interval=(0, math.inf, "()"))
     hidden_channels: int = option(64, "channels of the gated PixelCNN", positive=True)
     num_blocks: int = option(6, "gated blocks", positive=True)
     kernel_size: int = option(5, "size of the masked convolutions", positive=True)
@@ -206,13 +241,6 @@ class PriorConfig(_Config):
     mixed_precision: str | None = option(None, "compute in low precision",
                                          choices=("float16", "bfloat16"))
     jit_compile: bool = option(False, "compile the train step with XLA")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.learning_rate > 0:
-            raise ValueError(
-                f"learning_rate must be positive. Received: learning_rate={self.learning_rate!r}"
-            )
 
 
 # Named starting points: `tfvqvae train --preset NAME` takes PRESETS[NAME];

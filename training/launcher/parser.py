@@ -156,7 +156,7 @@ def add_pipeline(parser):
     add(parser, "--export-formats", "formats to export and verify ('' to skip)",
         ",".join(EXPORT_FORMATS))
     add_distribution(parser)
-    add_run_flags(parser, resume=False)
+    add_run_flags(parser)
 
 
 def add_train_prior(parser):
