@@ -6,8 +6,13 @@
 Its options are defined, TensorFlow-free, in ``tfvqvae_cli.parser.add_export``.
 
 Exit status: 0 on success; 1 when ``--verify`` finds an artifact whose code
-indices agree with Keras on less than the threshold; 2 on bad input (the
-message says which).
+indices agree with Keras on less than the threshold, or whose reconstructions
+hold NaN or Inf (one ``FAIL <artifact>: ...`` line each); 2 on bad input, a
+model or prior with a NaN or Inf weight included (one line saying which).
+
+Killed at any moment, the same command run again finishes the export: an
+existing export under ``--out`` stays whole (old or new) throughout
+``--overwrite``, and what the killed run left beside it is cleaned up.
 """
 
 import sys

@@ -12,6 +12,11 @@ renamed)::
 
 A ``tflite`` or ``onnx`` export without ``savedmodel`` still converts from a
 SavedModel, built in the temporary folder and not kept.
+
+Replacing an export with ``overwrite`` keeps the old or the new export under
+OUT at every instant, and each export first cleans up what killed exports to
+OUT left beside it (`tfvqvae.export._files`). A model or prior with a NaN or
+Inf weight is refused before anything is written (`check_finite_weights`).
 """
 
 import dataclasses
@@ -26,9 +31,12 @@ import tensorflow as tf
 
 import tfvqvae
 from tfvqvae import atomic
+from tfvqvae.finite import describe_nonfinite
+from tfvqvae.finite import nonfinite_weights
 from tfvqvae.export import onnx as onnx_export
 from tfvqvae.export import signatures
 from tfvqvae.export import tflite as tflite_export
+from tfvqvae.export._files import recover_stale
 from tfvqvae.export._files import refuse_existing
 from tfvqvae.export._files import size_on_disk
 from tfvqvae.export._files import staged_dir
@@ -39,6 +47,7 @@ from tfvqvae.export.saved_model import export_saved_model
 from tfvqvae.export.saved_model import serving_dir
 from tfvqvae.export.verify import SavedModelRunner
 from tfvqvae.export.verify import verify_runners
+from tfvqvae.run_folder import prior_dir
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 MANIFEST = "export.json"
@@ -140,6 +149,28 @@ def _signature_table(run, with_sample):
     return table
 
 
+def check_finite_weights(model, path):
+    """Raises ValueError when a floating-point weight of ``model`` holds NaN or Inf.
+
+    Every weight counts, trainable or not (the codebook, EMA statistics, ...).
+
+    Args:
+        model: a Keras model (a `VQVAE`, `VQVAE2` or `PixelCNNPrior`).
+        path: the file it was loaded from, for the message.
+
+    Raises:
+        ValueError: one line naming ``path``, the first weight with a
+            non-finite value, how many of its values are non-finite, and the
+            total over all weights.
+    """
+    bad = nonfinite_weights(model, include_optimizer=False)
+    if bad:
+        raise ValueError(
+            f"{path} has non-finite weights (NaN or Inf), refusing to export it: "
+            f"{describe_nonfinite(bad)}; export a checkpoint from before the run diverged."
+        )
+
+
 def export_run(
     model_dir,
     out,
@@ -180,7 +211,8 @@ def export_run(
     Raises:
         FileNotFoundError / NotADirectoryError: not a run folder.
         FileExistsError: ``out`` exists and ``overwrite`` is false.
-        ValueError: an unknown format or mode, a bad name, version or opset.
+        ValueError: an unknown format or mode, a bad name, version or opset;
+            a NaN or Inf weight in the model or a prior (nothing is written).
         ImportError: a format's optional dependency is missing
             (``pip install "tfvqvae[export]"``).
     """
@@ -198,8 +230,12 @@ def export_run(
             f"Received: sample_method={sample_method!r}"
         )
     out = Path(out)
+    recover_stale(out)  # what an export to ``out`` killed earlier left behind
     refuse_existing(out, overwrite, MANIFEST)  # before any slow work
     run = load_run(model_dir, image_size=image_size, data_dir=data_dir)
+    check_finite_weights(run.model, run.path / "model.keras")
+    for level, prior in run.priors.items():
+        check_finite_weights(prior, prior_dir(run.path, level) / "model.keras")
     resolved = out.resolve()
     if resolved == run.path.resolve() or resolved in run.path.resolve().parents:
         raise ValueError(f"--out must not be the run folder or hold it. Received: out={out}")
@@ -226,7 +262,7 @@ def export_run(
     if "int8" in modes:
         representative = run.images("train", calibration_images, seed=0)
 
-    with staged_dir(out, overwrite=overwrite, marker=MANIFEST) as temp:
+    with staged_dir(out, overwrite=overwrite, marker=MANIFEST, label="export") as temp:
         saved_model = temp / relative_sm
         if "savedmodel" not in formats:
             saved_model = temp / "_source-savedmodel"

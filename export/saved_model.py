@@ -36,6 +36,7 @@ import keras
 
 from tfvqvae.export import signatures
 from tfvqvae.export._files import staged_dir
+from tfvqvae.validation import positive_int
 
 SERVING_SIGNATURES = ("encode", "decode", "reconstruct", "serving_default")
 SAMPLE_SIGNATURE = "sample"
@@ -55,8 +56,7 @@ def serving_dir(out, name, version=1):
             "The model name must be a plain folder name (letters, digits, '.', '_', '-'). "
             f"Received: name={name!r}"
         )
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"The version must be a positive integer. Received: version={version!r}")
+    positive_int("version", version)
     return Path(out) / "savedmodel" / name / str(version)
 
 

@@ -13,10 +13,13 @@ images (the run's test split):
 `check_agreement` applies the thresholds: float artifacts must reach
 ``min_agreement`` (100 % by default); quantised TFLite (dynamic range, int8)
 is held to ``min_quantized_agreement`` (0 by default: its rate is reported,
-not enforced).
+not enforced). Any artifact, Keras included, fails when its reconstructions
+hold a NaN or Inf value, or when its PSNR or differences from Keras are not
+finite numbers: equal codes from a model whose outputs are NaN are no agreement.
 """
 
 import dataclasses
+import math
 import time
 
 import numpy as np
@@ -79,6 +82,8 @@ class VerifyRow:
     mean_abs_diff: float
     psnr_db: float
     ms_per_image: float
+    nonfinite: int = 0  # NaN or Inf values among the reconstructions
+    num_values: int = 0  # values among the reconstructions
 
 
 def _batches(array, batch_size):
@@ -105,8 +110,10 @@ def verify_runner(name, runner, images, reference_codes, reference_images, batch
     reconstructions, ms = _timed_reconstruct(runner, images, batch_size)
     equal = {level: codes[level] == reference_codes[level] for level in reference_codes}
     total = sum(e.size for e in equal.values())
-    diff = np.abs(reconstructions.astype(np.float64) - reference_images)
-    mse = float(np.mean((reconstructions.astype(np.float64) - images) ** 2))
+    reconstructions = np.asarray(reconstructions, np.float64)
+    diff = np.abs(reconstructions - reference_images)
+    mse = float(np.mean((reconstructions - images) ** 2))
+    nonfinite = int(reconstructions.size - np.count_nonzero(np.isfinite(reconstructions)))
     return VerifyRow(
         artifact=name,
         quantized=name in QUANTIZED,
@@ -115,8 +122,11 @@ def verify_runner(name, runner, images, reference_codes, reference_images, batch
         level_agreement={level: 100.0 * float(e.mean()) for level, e in equal.items()},
         max_abs_diff=float(diff.max()),
         mean_abs_diff=float(diff.mean()),
-        psnr_db=psnr(mse),
+        # psnr() raises on an infinite MSE; NaN marks it unmeasurable (and fails the check).
+        psnr_db=psnr(mse) if math.isfinite(mse) else math.nan,
         ms_per_image=ms,
+        nonfinite=nonfinite,
+        num_values=int(reconstructions.size),
     )
 
 
@@ -138,9 +148,34 @@ def verify_runners(model, runners, images, batch_size=64):
 
 
 def check_agreement(rows, min_agreement=100.0, min_quantized_agreement=0.0):
-    """Messages for the rows below their threshold (empty when all pass)."""
+    """One-line messages for the rows that fail (empty when all pass).
+
+    A row fails when its code agreement is below its threshold
+    (``min_quantized_agreement`` for quantised TFLite, ``min_agreement`` for
+    the rest), or, whatever its agreement, when its reconstructions hold NaN
+    or Inf values, its max or mean difference from Keras is NaN or Inf (Keras'
+    own reconstructions are not finite), or its PSNR is NaN or -Inf (+Inf, a
+    reconstruction equal to its input, passes).
+    """
     failures = []
     for row in rows:
+        if row.nonfinite:
+            of = f" of {row.num_values}" if row.num_values else ""
+            failures.append(f"{row.artifact}: {row.nonfinite}{of} reconstruction values are "
+                            "NaN or Inf")
+            continue
+        unmeasured = [
+            f"{label} {value}"
+            for label, value, allowed in (("PSNR", row.psnr_db, math.inf),
+                                          ("max abs diff", row.max_abs_diff, None),
+                                          ("mean abs diff", row.mean_abs_diff, None))
+            if not math.isfinite(value) and value != allowed
+        ]
+        if unmeasured:
+            failures.append(
+                f"{row.artifact}: non-finite comparison with Keras ({', '.join(unmeasured)})"
+            )
+            continue
         threshold = min_quantized_agreement if row.quantized else min_agreement
         if row.agreement < threshold:
             failures.append(
