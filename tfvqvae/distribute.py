@@ -30,6 +30,8 @@ import os
 import keras
 import tensorflow as tf
 
+from tfvqvae.validation import positive_int
+
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 PRECISIONS = {None: "float32", "float32": "float32",
               "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -167,8 +169,8 @@ def policy_name(precision):
     """Keras dtype policy for ``precision`` (None, "float32", "float16", "bfloat16")."""
     if precision not in PRECISIONS:
         raise ValueError(
-            "mixed_precision must be 'float16', 'bfloat16' or None. "
-            f"Received: {precision!r}"
+            "`mixed_precision` must be 'float16', 'bfloat16' or None. "
+            f"Received: mixed_precision={precision!r}"
         )
     return PRECISIONS[precision]
 
@@ -195,9 +197,12 @@ def split_cpu(replicas):
     benchmarks). Must run before TensorFlow initialises its devices (before
     the first op); raises RuntimeError after that unless the split is
     already the one asked for.
+
+    Raises:
+        ValueError: "`replicas` must be a positive integer. Received: replicas=0".
+        RuntimeError: when TensorFlow already split the CPU differently.
     """
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
-        raise ValueError(f"replicas must be a positive integer. Received: {replicas!r}")
+    positive_int("replicas", replicas)
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(

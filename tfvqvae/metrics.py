@@ -12,6 +12,8 @@ import math
 import keras
 import tensorflow as tf
 
+from tfvqvae.validation import positive_int
+
 
 def perplexity_from_counts(counts):
     """exp(−Σ p log p) with p = counts / Σ counts and 0 log 0 = 0."""
@@ -51,7 +53,7 @@ class CodebookUsage(keras.metrics.Metric):
 
     def __init__(self, num_embeddings, prefix="", name="codebook_usage", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.num_embeddings = int(num_embeddings)
+        self.num_embeddings = positive_int("num_embeddings", num_embeddings)
         self.prefix = prefix
         self.counts = self.add_variable(
             shape=(self.num_embeddings,),

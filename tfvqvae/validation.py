@@ -1,4 +1,60 @@
-"""Argument checks shared by the layers and models, with errors that name the value."""
+"""Argument checks shared by the library, with errors that name the value.
+
+Every check returns the value it accepted (floats as a Python ``float``) and
+raises ``ValueError`` in one style, the one of Keras' own layers:
+
+    "`name` must be <what>. Received: name=<repr of the value>"
+
+so a layer writes ``self.units = positive_int("units", units)``.
+
+* `integer`, `positive_int`, `non_negative_int`, `odd_positive_int`: Python
+  ``int`` only (``bool`` is refused, NumPy integers too: a config must
+  serialise to JSON).
+* `finite_float`: a real number (``int``, ``float`` or a NumPy scalar; never
+  ``bool``, ``str``, NaN or ±Inf) within optional bounds.
+* `one_of`: a value from a fixed tuple of choices.
+* `is_int`: the predicate behind the integer checks, for callers that raise
+  their own error (e.g. a file header that is not valid).
+"""
+
+import math
+import numbers
+
+__all__ = [
+    "finite_float",
+    "integer",
+    "is_int",
+    "non_negative_int",
+    "odd_positive_int",
+    "one_of",
+    "positive_int",
+]
+
+
+def _fail(name, what, value):
+    return ValueError(f"`{name}` must be {what}. Received: {name}={value!r}")
+
+
+def is_int(value, low=None):
+    """Whether ``value`` is a Python ``int`` (not a ``bool``) and, if given, ``>= low``."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and (low is None or value >= low)
+    )
+
+
+def integer(name, value, allow_none=False):
+    """Returns ``value`` if it is an int (or None when allowed), else raises.
+
+    Raises:
+        ValueError: "`name` must be an integer. Received: name=value".
+    """
+    if allow_none and value is None:
+        return None
+    if not is_int(value):
+        raise _fail(name, "an integer", value)
+    return value
 
 
 def positive_int(name, value, allow_none=False):
@@ -9,6 +65,104 @@ def positive_int(name, value, allow_none=False):
     """
     if allow_none and value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    if not is_int(value, 1):
+        raise _fail(name, "a positive integer", value)
+    return value
+
+
+def non_negative_int(name, value, allow_none=False):
+    """Returns ``value`` if it is an int >= 0 (or None when allowed), else raises.
+
+    Raises:
+        ValueError: "`name` must be a non-negative integer. Received: name=value".
+    """
+    if allow_none and value is None:
+        return None
+    if not is_int(value, 0):
+        raise _fail(name, "a non-negative integer", value)
+    return value
+
+
+def odd_positive_int(name, value):
+    """Returns ``value`` if it is an odd positive int (a kernel size), else raises.
+
+    Raises:
+        ValueError: "`name` must be an odd positive integer. Received: name=value".
+    """
+    if not is_int(value, 1) or value % 2 == 0:
+        raise _fail(name, "an odd positive integer", value)
+    return value
+
+
+def _interval(low, high, low_open, high_open):
+    """The bounds in words: ">= 0", "> 0", "in (0, 1)", "<= 1" or ""."""
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low!r}, {high!r}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low!r}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high!r}"
+    return ""
+
+
+def finite_float(
+    name,
+    value,
+    low=None,
+    high=None,
+    *,
+    low_open=False,
+    high_open=False,
+    allow_none=False,
+):
+    """Returns ``float(value)`` if it is a finite real number within the bounds, else raises.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value to check: an ``int``, a ``float`` or a NumPy real
+            scalar. ``bool``, strings, NaN and ±Inf are refused.
+        low: lower bound, or None. Defaults to None.
+        high: upper bound, or None. Defaults to None.
+        low_open: exclude ``low`` itself (``value > low``). Defaults to False.
+        high_open: exclude ``high`` itself (``value < high``). Defaults to False.
+        allow_none: accept (and return) None. Defaults to False.
+
+    Returns:
+        The value as a Python ``float`` (None when allowed and given).
+
+    Raises:
+        ValueError: e.g. "`commitment_cost` must be a finite number >= 0.
+            Received: commitment_cost=inf", or "`decay` must be a finite
+            number in (0, 1). Received: decay=1.0".
+    """
+    if allow_none and value is None:
+        return None
+    what = "a finite number" + _interval(low, high, low_open, high_open)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _fail(name, what, value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise _fail(name, what, value)
+    if low is not None and (number <= low if low_open else number < low):
+        raise _fail(name, what, value)
+    if high is not None and (number >= high if high_open else number > high):
+        raise _fail(name, what, value)
+    return number
+
+
+def one_of(name, value, choices):
+    """Returns ``value`` if it is one of ``choices`` (a tuple), else raises.
+
+    Raises:
+        ValueError: "`name` must be one of (...). Received: name=value".
+    """
+    # NB: a bool equals 0 / 1, so True would pass for a choice of 1.
+    if isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
+        raise _fail(name, f"one of {tuple(choices)}", value)
+    try:
+        found = value in choices
+    except TypeError:  # an unhashable value against a set or dict
+        found = False
+    if not found:
+        raise _fail(name, f"one of {tuple(choices)}", value)
     return value

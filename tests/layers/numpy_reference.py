@@ -1,8 +1,10 @@
 """Independent NumPy references for the layer tests (float64 throughout).
 
 Nothing here imports tfvqvae: these are the formulas the layers are checked
-against (module docstrings of ``vector_quantizer.py`` / ``vector_quantizer_ema.py``
-and equation (3) of the FengHZ note, with Laplace smoothing).
+against (module docstrings of ``vector_quantizer.py`` / ``vector_quantizer_ema.py``:
+the loss of equation (3) and the EMA update of appendix A.1 of van den Oord et
+al., "Neural Discrete Representation Learning", https://arxiv.org/abs/1711.00937,
+with Laplace smoothing).
 """
 
 import numpy as np
@@ -33,6 +35,31 @@ def direct_distances(z, codebook):
 def nearest(z, codebook):
     """argmin of the float64 distances, shape z.shape[:-1]."""
     return np.argmin(distances(z, codebook), axis=-1)
+
+
+def vq_losses(z, codebook, commitment_cost, codebook_cost=1.0):
+    """Loss values and gradients of equation (3)'s two VQ terms, with separate weights.
+
+    codebook = α · mean ‖sg[z] − e_k‖²,  commit = β · mean ‖z − sg[e_k]‖²
+    (means over every element). The gradients follow from the stop-gradients:
+
+        d codebook / d e_j = α · 2 Σ_{z assigned to j} (e_j − z) / numel
+        d commit   / d z   = β · 2 (z − e_k) / numel
+
+    Returns (codebook_loss, commitment_loss, d codebook / d codebook_matrix,
+    d commit / d z), float64.
+    """
+    z = np.asarray(z, np.float64)
+    e = np.asarray(codebook, np.float64)
+    idx = nearest(z, e).reshape(-1)
+    flat = z.reshape(-1, e.shape[1])
+    diff = e[idx] - flat  # (N, D): e_k − z
+    numel = flat.size
+    mse = np.mean(diff**2)
+    grad_codebook = np.zeros_like(e)
+    np.add.at(grad_codebook, idx, codebook_cost * 2.0 * diff / numel)
+    grad_z = (commitment_cost * 2.0 * -diff / numel).reshape(z.shape)
+    return codebook_cost * mse, commitment_cost * mse, grad_codebook, grad_z
 
 
 def counts_and_sums(flat, indices, num_codes):

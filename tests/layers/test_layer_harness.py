@@ -107,6 +107,7 @@ CONFIGS = [
             num_embeddings=7,
             embedding_dim=3,
             commitment_cost=0.5,
+            codebook_cost=0.75,
             embeddings_initializer="he_normal",
             kmeans_init=True,
             kmeans_iterations=3,
@@ -155,6 +156,7 @@ def test_config_round_trip_defaults(cls):
     layer = cls(4, 2)
     config = layer.get_config()
     assert config["commitment_cost"] == 0.25
+    assert config.get("codebook_cost") == (1.0 if cls is VectorQuantizer else None)
     assert config["kmeans_init"] is False and config["restart_unused_after"] is None
     assert cls.from_config(config).get_config() == config
 

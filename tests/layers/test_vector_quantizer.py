@@ -233,6 +233,59 @@ def test_codebook_and_commitment_losses_and_gradients_match_numpy():
     )
 
 
+@pytest.mark.parametrize(
+    "beta, alpha", [(0.25, 1.0), (0.4, 0.3), (0.0, 2.0), (1.5, 0.0)]
+)
+def test_separate_codebook_and_commitment_costs_match_numpy_reference(beta, alpha):
+    codebook, z, idx, _ = _loss_case()
+    layer = make_layer(VectorQuantizer, codebook, commitment_cost=beta, codebook_cost=alpha)
+    cb_loss, commit_loss, cb_grad, z_grad = ref.vq_losses(z, codebook, beta, alpha)
+
+    zt = tf.constant(z)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(zt)
+        out = layer.quantize_with_losses(zt)
+        loss = out.loss  # inside the tape: the sum is differentiated too
+    np.testing.assert_array_equal(out.indices.numpy(), idx)
+    np.testing.assert_allclose(out.codebook_loss.numpy(), cb_loss, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(out.commitment_loss.numpy(), commit_loss, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(loss.numpy(), cb_loss + commit_loss, rtol=1e-6, atol=1e-12)
+    cb_var = layer.codebook.value
+    # α reaches only the codebook, β only the encoder output.
+    np.testing.assert_allclose(
+        dense_grad(tape.gradient(loss, cb_var)), cb_grad, rtol=1e-5, atol=1e-9
+    )
+    np.testing.assert_allclose(tape.gradient(loss, zt).numpy(), z_grad, rtol=1e-5, atol=1e-9)
+    assert_no_grad(tape.gradient(out.codebook_loss, zt))
+    assert_no_grad(tape.gradient(out.commitment_loss, cb_var))
+
+
+def test_codebook_cost_hand_computed():
+    # As test_losses_hand_computed: mean((z − e)²) = 1.25; α = 0.5, β = 2.
+    layer = make_layer(
+        VectorQuantizer, [[0.0, 0.0], [3.0, 3.0]], commitment_cost=2.0, codebook_cost=0.5
+    )
+    out = layer.quantize_with_losses(np.array([[1.0, 0.0], [0.0, 2.0]], np.float32))
+    np.testing.assert_allclose(out.codebook_loss.numpy(), 0.625, rtol=1e-7)
+    np.testing.assert_allclose(out.commitment_loss.numpy(), 2.5, rtol=1e-7)
+
+
+def test_codebook_cost_defaults_to_the_papers_weight_of_one():
+    assert VectorQuantizer(4, 2).codebook_cost == 1.0
+    assert VectorQuantizer(4, 2).get_config()["codebook_cost"] == 1.0
+
+
+@pytest.mark.parametrize("value", [1.0, 0.5, 0.0])
+def test_ema_refuses_codebook_cost(value):
+    with pytest.raises(
+        ValueError,
+        match=r"`codebook_cost` does not apply to VectorQuantizerEMA.*"
+        + re.escape(f"Received: codebook_cost={value!r}"),
+    ):
+        VectorQuantizerEMA(4, 2, codebook_cost=value)
+    assert "codebook_cost" not in VectorQuantizerEMA(4, 2).get_config()
+
+
 def test_ema_has_no_codebook_loss_and_untrainable_codebook():
     beta = 0.3
     codebook, z, idx, e_k = _loss_case()

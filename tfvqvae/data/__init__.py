@@ -28,9 +28,10 @@ seconds, else a ``FileNotFoundError`` says which files to put where.
 The default dataset, ``DEFAULT_DATASET = "digits"`` (scikit-learn's 8 x 8
 digits), needs no network and no files.
 
-Code files (:mod:`tfvqvae.data.codes`) hold a dataset's discrete code maps for
-training priors: :func:`write_codes`, :func:`load_codes`,
-:func:`read_code_metadata`, :func:`model_fingerprint`.
+Code files hold a dataset's discrete code maps for training priors: writing
+and reading in :mod:`tfvqvae.data.codes` (:func:`write_codes`,
+:func:`load_codes`, :func:`read_code_metadata`), the record format, header and
+:func:`model_fingerprint` in :mod:`tfvqvae.data.code_format`.
 """
 
 from tfvqvae.data.codes import (

@@ -1,4 +1,4 @@
-"""Code files: the discrete code maps of a dataset, as one TFRecord file.
+"""Code files: writing a dataset's code maps to one TFRecord file, and reading them back.
 
 Algorithm 2 of VQ-VAE-2 (lines 1-7) encodes the training set once with the
 trained VQ-VAE and fits the priors to the resulting code maps. This module
@@ -7,26 +7,11 @@ writes and reads those code maps:
     model --encode_levels--> {level: int32 (B, h, w)} --write_codes--> codes.tfrecord
     codes.tfrecord --load_codes--> tf.data.Dataset of {level: int32 (h, w), "label": int32}
 
-File layout (one TFRecord file, written atomically: a temporary name in the
-same folder, renamed when complete, so no half-written file ever carries the
-final name):
-
-* record 0, the header: a ``tf.train.Example`` whose bytes feature
-  ``metadata`` holds JSON::
-
-      {"format": "tfvqvae-codes", "version": 1,
-       "levels": ["top", "bottom"],
-       "num_embeddings": {"top": 512, "bottom": 512},
-       "code_shapes": {"top": [8, 8], "bottom": [16, 16]},
-       "num_classes": 10,              # or null
-       "num_records": 50000,
-       "model_fingerprint": "3f2a...",
-       "source": {"dataset": "cifar10", "split": "train", "image_size": [32, 32]}}
-
-* records 1..N, one per image in dataset order: for each level an
-  ``int64_list`` feature ``codes/<level>`` with the h*w codes of that level
-  flattened row-major, and an ``int64`` feature ``label`` (-1 when the
-  dataset is unlabelled).
+The file is written atomically: a temporary name in the same folder, renamed
+when complete, so no half-written file ever carries the final name. Its layout
+(a JSON header record, then one record per image), the header checks and the
+model fingerprint live in `tfvqvae.data.code_format`; their public names are
+re-exported here.
 
 Readers check the header against what they expect (levels, codebook sizes,
 code-map shapes, the fingerprint of the model that wrote it) and verify the
@@ -35,18 +20,27 @@ code map of the wrong shape or a truncated file fails at once with a message
 naming the file instead of half-way through training a prior.
 """
 
-import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from tfvqvae.atomic import atomic_path
-from tfvqvae.data.image_dataset import _normalize_size
+from tfvqvae.data.code_format import _LABEL
+from tfvqvae.data.code_format import _check_header
+from tfvqvae.data.code_format import _first_line
+from tfvqvae.data.code_format import _header_example
+from tfvqvae.data.code_format import _METADATA
+from tfvqvae.data.code_format import _normalize_metadata
+from tfvqvae.data.code_format import _parser
+from tfvqvae.data.code_format import _record_example
+from tfvqvae.data.code_format import CODES_FORMAT
+from tfvqvae.data.code_format import CODES_VERSION
+from tfvqvae.data.code_format import expected_metadata
+from tfvqvae.data.code_format import model_fingerprint
+from tfvqvae.data.transform import normalize_size
 
 __all__ = [
     "CODES_FORMAT",
@@ -58,173 +52,12 @@ __all__ = [
     "write_codes",
 ]
 
-#: The ``format`` field of every code file header.
-CODES_FORMAT = "tfvqvae-codes"
-#: The header ``version`` this module writes and reads.
-CODES_VERSION = 1
-
-_LABEL = "label"
-_METADATA = "metadata"
 _EXPECTABLE = ("levels", "num_embeddings", "code_shapes", "model_fingerprint", "num_classes")
 # Records parsed per step when verifying and streaming a file.
 _PARSE_BATCH = 512
 
 
-def _feature_name(level):
-    return f"codes/{level}"
-
-
-def _first_line(error):
-    """The gist of a TensorFlow error, without the op and function names around it."""
-    lines = (error.message or "").strip().splitlines()
-    line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", lines[0]) if lines else ""
-    line = re.sub(r"\s*\[Op:\w+\].*$", "", line).strip()
-    return line or type(error).__name__
-
-
-# ----------------------------------------------------------------- fingerprint
-def _json_default(value):
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    # NB: no repr(): it may hold a memory address, which changes every run.
-    return f"<{type(value).__qualname__}>"
-
-
-def _codebooks(model):
-    """The codebook variables of ``model`` (every weight named ``codebook``), in weight order."""
-    return [w for w in getattr(model, "weights", ()) if w.name == "codebook"]
-
-
-def model_fingerprint(model):
-    """A short hex digest that identifies a trained model.
-
-    sha256 over the model's class name, its ``get_config()`` as sorted JSON
-    and the bytes (with shape and dtype) of every quantizer codebook, in the
-    model's weight order. Two models of the same architecture trained
-    differently have different codebooks and so different fingerprints; a
-    model saved and loaded again keeps its fingerprint.
-
-    Args:
-        model: a `VQVAE`, `VQVAE2` or any object with ``get_config()`` and
-            codebook weights (variables named ``codebook`` in ``weights``).
-
-    Returns:
-        The first 16 hex digits of the sha256 digest.
-
-    Raises:
-        ValueError: if ``model`` has no codebook weights.
-    """
-    codebooks = _codebooks(model)
-    if not codebooks:
-        raise ValueError(
-            f"Cannot fingerprint {type(model).__name__}: it has no codebook weights "
-            "(variables named 'codebook' in `model.weights`)."
-        )
-    digest = hashlib.sha256()
-    digest.update(type(model).__name__.encode())
-    config = json.dumps(model.get_config(), sort_keys=True, default=_json_default)
-    digest.update(b"\0" + config.encode())
-    for codebook in codebooks:
-        array = np.ascontiguousarray(keras.ops.convert_to_numpy(codebook))
-        digest.update(f"\0{array.dtype.str}{array.shape}\0".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def expected_metadata(model, image_size=None):
-    """What a code file written by ``model`` must say: an ``expect`` for `load_codes`.
-
-    Args:
-        model: a model with the levels API.
-        image_size: ``(H, W)`` or an int; when given, ``code_shapes`` is
-            included too.
-
-    Returns:
-        A dict with ``levels``, ``num_embeddings``, ``model_fingerprint`` and,
-        with ``image_size``, ``code_shapes``.
-    """
-    expect = {
-        "levels": tuple(model.levels),
-        "num_embeddings": dict(model.level_num_embeddings),
-        "model_fingerprint": model_fingerprint(model),
-    }
-    if image_size is not None:
-        expect["code_shapes"] = dict(model.code_shapes(_normalize_size(image_size)))
-    return expect
-
-
 # ---------------------------------------------------------------------- header
-def _normalize_metadata(metadata):
-    """JSON header -> the dict handed out: levels a tuple, code shapes tuples."""
-    metadata = dict(metadata)
-    metadata["levels"] = tuple(metadata["levels"])
-    metadata["num_embeddings"] = {k: int(v) for k, v in metadata["num_embeddings"].items()}
-    metadata["code_shapes"] = {
-        k: tuple(int(s) for s in v) for k, v in metadata["code_shapes"].items()
-    }
-    return metadata
-
-
-def _is_count(value, minimum):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _check_header(path, metadata):
-    """Raises ValueError naming ``path`` unless ``metadata`` is a valid version-1 header."""
-
-    def bad(why):
-        return ValueError(f"{path} is not a valid tfvqvae code file: {why}")
-
-    if not isinstance(metadata, dict) or metadata.get("format") != CODES_FORMAT:
-        raise bad(f"its header has no format {CODES_FORMAT!r}")
-    if metadata.get("version") != CODES_VERSION:
-        raise ValueError(
-            f"{path}: unsupported code file version {metadata.get('version')!r}; "
-            f"this tfvqvae reads version {CODES_VERSION}"
-        )
-    levels = metadata.get("levels")
-    if (
-        not isinstance(levels, list)
-        or not levels
-        or not all(isinstance(level, str) and level for level in levels)
-        or len(set(levels)) != len(levels)
-        or _LABEL in levels
-    ):
-        raise bad(f"levels must be a list of distinct names; received {levels!r}")
-    num_embeddings = metadata.get("num_embeddings")
-    if (
-        not isinstance(num_embeddings, dict)
-        or set(num_embeddings) != set(levels)
-        or not all(_is_count(k, 1) for k in num_embeddings.values())
-    ):
-        raise bad(f"num_embeddings must give a positive K per level; received {num_embeddings!r}")
-    shapes = metadata.get("code_shapes")
-    if (
-        not isinstance(shapes, dict)
-        or set(shapes) != set(levels)
-        or not all(
-            isinstance(s, list) and len(s) == 2 and all(_is_count(d, 1) for d in s)
-            for s in shapes.values()
-        )
-    ):
-        raise bad(f"code_shapes must give [h, w] per level; received {shapes!r}")
-    if not _is_count(metadata.get("num_records"), 0):
-        raise bad(f"num_records must be a count; received {metadata.get('num_records')!r}")
-    num_classes = metadata.get("num_classes")
-    if num_classes is not None and not _is_count(num_classes, 1):
-        raise bad(f"num_classes must be null or positive; received {num_classes!r}")
-    if not isinstance(metadata.get("model_fingerprint"), str):
-        raise bad("model_fingerprint is missing")
-
-
-def _header_example(metadata):
-    payload = json.dumps(metadata, sort_keys=True).encode()
-    feature = {_METADATA: tf.train.Feature(bytes_list=tf.train.BytesList(value=[payload]))}
-    return tf.train.Example(features=tf.train.Features(feature=feature))
-
-
 def read_code_metadata(path):
     """Reads and validates the header of a code file.
 
@@ -232,7 +65,7 @@ def read_code_metadata(path):
         path: the code file.
 
     Returns:
-        The header dict (see the module docstring), with ``levels`` as a
+        The header dict (see `tfvqvae.data.code_format`), with ``levels`` as a
         tuple and each ``code_shapes`` entry as an ``(h, w)`` tuple, so they
         compare equal to ``model.levels`` and ``model.code_shapes(...)``.
 
@@ -300,7 +133,7 @@ def write_codes(path, model, dataset, batch_size=256, image_size=None, source=No
     path = Path(path)
     height, width, channels = dataset.image_shape
     if image_size is not None:
-        height, width = _normalize_size(image_size)
+        height, width = normalize_size(image_size)
     levels = tuple(model.levels)
     if not levels or _LABEL in levels or len(set(levels)) != len(levels):
         raise ValueError(
@@ -359,16 +192,9 @@ def write_codes(path, model, dataset, batch_size=256, image_size=None, source=No
                     np.asarray(labels).tolist() if labels is not None else [-1] * count
                 )
                 for i in range(count):
-                    feature = {
-                        _feature_name(level): tf.train.Feature(
-                            int64_list=tf.train.Int64List(value=flat[level][i])
-                        )
-                        for level in levels
-                    }
-                    feature[_LABEL] = tf.train.Feature(
-                        int64_list=tf.train.Int64List(value=[label_values[i]])
+                    example = _record_example(
+                        {level: flat[level][i] for level in levels}, label_values[i]
                     )
-                    example = tf.train.Example(features=tf.train.Features(feature=feature))
                     writer.write(example.SerializeToString())
                 written += count
         if written != len(dataset):
@@ -383,28 +209,6 @@ def write_codes(path, model, dataset, batch_size=256, image_size=None, source=No
 
 
 # ----------------------------------------------------------------------- read
-def _parser(metadata):
-    """A function parsing a batch of serialized records into {level: (B, h, w), label: (B,)}."""
-    shapes = metadata["code_shapes"]
-    spec = {
-        _feature_name(level): tf.io.FixedLenFeature([h * w], tf.int64)
-        for level, (h, w) in shapes.items()
-    }
-    spec[_LABEL] = tf.io.FixedLenFeature([], tf.int64)
-
-    def parse(serialized):
-        parsed = tf.io.parse_example(serialized, spec)
-        out = {}
-        for level in metadata["levels"]:
-            h, w = shapes[level]
-            # (B, h*w) -> (B, h, w)
-            out[level] = tf.reshape(tf.cast(parsed[_feature_name(level)], tf.int32), [-1, h, w])
-        out[_LABEL] = tf.cast(parsed[_LABEL], tf.int32)
-        return out
-
-    return parse
-
-
 def _check_expect(path, metadata, expect):
     """Raises ValueError naming the key and both values where ``expect`` disagrees."""
     unknown = sorted(set(expect) - set(_EXPECTABLE))

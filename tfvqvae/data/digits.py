@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfvqvae.data.image_dataset import ImageDataset
+from tfvqvae.validation import one_of
 
 __all__ = ["load_digits", "DIGITS_NUM_TRAIN", "DIGITS_SPLIT_SEED"]
 
@@ -35,8 +36,7 @@ def load_digits(split: str = "train") -> ImageDataset:
     Raises:
         ValueError: If ``split`` is not ``"train"`` or ``"test"``.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test'; received {split!r}")
+    one_of("split", split, ("train", "test"))
     from sklearn.datasets import load_digits as sklearn_load_digits
 
     bunch = sklearn_load_digits()

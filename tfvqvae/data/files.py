@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from tfvqvae.data.image_dataset import ImageDataset, from_numpy
 from tfvqvae.data.transform import check_options, convert_channels, convert_image
+from tfvqvae.validation import one_of
 
 __all__ = [
     "read_idx",
@@ -55,9 +56,7 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def _check_split(split) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}; received {split!r}")
-    return split
+    return one_of("split", split, SPLITS)
 
 
 def _existing_dir(directory) -> Path:

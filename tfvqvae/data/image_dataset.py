@@ -19,10 +19,6 @@ from tfvqvae.validation import positive_int
 __all__ = ["ImageDataset", "from_numpy"]
 
 
-# Kept for tfvqvae.data.codes, which imports it under this name.
-_normalize_size = normalize_size
-
-
 def _plain_int(value):
     """NumPy integers become Python ints (``positive_int`` accepts only ``int``)."""
     return int(value) if isinstance(value, np.integer) else value

@@ -35,9 +35,12 @@ _NPZ_PREFIX = "npz:"
 
 
 def _check_split(split) -> str:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} for local files; received {split!r}")
-    return split
+    """Local files come in the splits `SPLITS` only (TFDS names more)."""
+    if isinstance(split, str) and split in SPLITS:
+        return split
+    raise ValueError(
+        f"`split` must be one of {SPLITS} for local files. Received: split={split!r}"
+    )
 
 
 def _local_folder(data_dir, subfolders, pattern: str) -> Path | None:

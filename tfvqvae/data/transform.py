@@ -39,6 +39,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfvqvae.validation import one_of
+
 __all__ = [
     "CROPS",
     "CHANNELS",
@@ -110,8 +112,7 @@ def check_options(image_size=None, channels=None, crop="none"):
             "`channels` must be 1 (grey), 3 (RGB) or None (keep). "
             f"Received: channels={channels!r}"
         )
-    if crop not in CROPS:
-        raise ValueError(f"`crop` must be one of {CROPS}. Received: crop={crop!r}")
+    one_of("crop", crop, CROPS)
     if crop != "none" and size is None:
         raise ValueError(
             f"`crop={crop!r}` needs an image_size (CLI: --image-size) to take the aspect "

@@ -4,7 +4,12 @@ They are no-ops outside a multi-replica replica context (plain eager calls, the
 default strategy, cross-replica context), so the quantizers call them
 unconditionally. They are what keeps codebook statistics identical on every
 replica: each replica counts its own share of the global batch and the sums are
-all-reduced before any state is assigned (see ``shared/STACK-NOTES.md``).
+all-reduced before any state is assigned. (Without the all-reduce, under
+``MirroredStrategy`` each replica's codebook follows its own share of the batch:
+with the default variable aggregation the replicas drift apart, and with
+``aggregation="mean"`` they stay equal but are not the codebook one device
+would compute on the whole global batch. With it, a 2-replica run matches one
+device to float32 rounding: ``tests/layers/test_vector_quantizer_ema.py``.)
 """
 
 import tensorflow as tf

@@ -19,12 +19,17 @@ Conditioning adds c_v and c_h (each 2p channels, per block): a learned vector
 per class (global conditioning, ``num_classes``) and/or a 1x1 projection of a
 spatial feature map (``condition_channels``; e.g. the embedded top codes of
 VQ-VAE-2, resized to this map's size).
+
+Reference: van den Oord et al., "Conditional Image Generation with PixelCNN
+Decoders", NeurIPS 2016, https://arxiv.org/abs/1606.05328 (figure 2).
 """
 
 import keras
 import tensorflow as tf
 
 from tfvqvae.layers.masked_conv import MaskedConv2D
+from tfvqvae.validation import odd_positive_int
+from tfvqvae.validation import positive_int
 
 
 def gate(x):
@@ -65,6 +70,12 @@ class GatedBlock(keras.layers.Layer):
     Returns:
         (v_out, h_out, skip), each (batch, height, width, channels); v_out
         and h_out are None for the last block.
+
+    Raises:
+        ValueError: from the constructor, naming the argument and its value:
+            ``channels`` not a positive int, ``kernel_size`` not an odd
+            positive int, ``num_classes`` or ``condition_channels`` neither
+            None nor a positive int.
     """
 
     def __init__(
@@ -78,30 +89,45 @@ class GatedBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.channels = channels
-        self.kernel_size = kernel_size
+        self.channels = positive_int("channels", channels)
+        self.kernel_size = odd_positive_int("kernel_size", kernel_size)
         self.first = bool(first)
         self.last = bool(last)
-        self.num_classes = num_classes
-        self.condition_channels = condition_channels
-        two_p = 2 * channels
-        self.v_conv = MaskedConv2D(two_p, kernel_size, "vertical", name="v_conv")
-        self.h_conv = MaskedConv2D(
-            two_p, kernel_size, "horizontal_A" if first else "horizontal_B", name="h_conv"
+        self.num_classes = positive_int("num_classes", num_classes, allow_none=True)
+        self.condition_channels = positive_int(
+            "condition_channels", condition_channels, allow_none=True
         )
-        self.v_to_h = keras.layers.Dense(two_p, name="v_to_h")
-        self.h_skip = keras.layers.Dense(channels, name="h_skip")
+        two_p = 2 * channels
+        # Every sublayer takes this layer's dtype policy (keras-hub style), so
+        # GatedBlock(..., dtype="mixed_float16") is mixed precision throughout.
+        dtype = self.dtype_policy
+        self.v_conv = MaskedConv2D(two_p, kernel_size, "vertical", dtype=dtype, name="v_conv")
+        self.h_conv = MaskedConv2D(
+            two_p,
+            kernel_size,
+            "horizontal_A" if first else "horizontal_B",
+            dtype=dtype,
+            name="h_conv",
+        )
+        self.v_to_h = keras.layers.Dense(two_p, dtype=dtype, name="v_to_h")
+        self.h_skip = keras.layers.Dense(channels, dtype=dtype, name="h_skip")
         if not self.last:
-            self.h_res = keras.layers.Dense(channels, name="h_res")
+            self.h_res = keras.layers.Dense(channels, dtype=dtype, name="h_res")
         if num_classes is not None:
-            self.class_h = keras.layers.Embedding(num_classes, two_p, name="class_h")
+            self.class_h = keras.layers.Embedding(
+                num_classes, two_p, dtype=dtype, name="class_h"
+            )
             if not self.last:
-                self.class_v = keras.layers.Embedding(num_classes, two_p, name="class_v")
+                self.class_v = keras.layers.Embedding(
+                    num_classes, two_p, dtype=dtype, name="class_v"
+                )
         if condition_channels is not None:
-            self.condition_h = keras.layers.Dense(two_p, use_bias=False, name="condition_h")
+            self.condition_h = keras.layers.Dense(
+                two_p, use_bias=False, dtype=dtype, name="condition_h"
+            )
             if not self.last:
                 self.condition_v = keras.layers.Dense(
-                    two_p, use_bias=False, name="condition_v"
+                    two_p, use_bias=False, dtype=dtype, name="condition_v"
                 )
 
     def build(self, input_shape):

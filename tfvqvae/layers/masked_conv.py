@@ -19,29 +19,33 @@ Example (k = 3):
     1 1 1      1 1 1      1 1 1      0 0 0          0 0 0
     1 0 0      1 1 0      1 1 1      1 0 0          1 1 0
     0 0 0      0 0 0      0 0 0      0 0 0          0 0 0
+
+References: van den Oord, Kalchbrenner, Kavukcuoglu, "Pixel Recurrent Neural
+Networks", ICML 2016, https://arxiv.org/abs/1601.06759 (masks A and B);
+van den Oord et al., "Conditional Image Generation with PixelCNN Decoders",
+NeurIPS 2016, https://arxiv.org/abs/1606.05328 (vertical and horizontal stacks).
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvqvae.validation import odd_positive_int
+from tfvqvae.validation import one_of
 from tfvqvae.validation import positive_int
 
 MASK_TYPES = ("A", "B", "vertical", "horizontal_A", "horizontal_B")
 
 
 def causal_mask(kernel_size, mask_type):
-    """The (k, k) float32 0/1 mask of ``mask_type`` (see the module docstring)."""
-    if mask_type not in MASK_TYPES:
-        raise ValueError(
-            f"`mask_type` must be one of {MASK_TYPES}. Received: mask_type={mask_type!r}"
-        )
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 \
-            or kernel_size % 2 == 0:
-        raise ValueError(
-            f"`kernel_size` must be an odd positive integer. Received: kernel_size={kernel_size!r}"
-        )
-    k = kernel_size
+    """The (k, k) float32 0/1 mask of ``mask_type`` (see the module docstring).
+
+    Raises:
+        ValueError: for a ``mask_type`` not in `MASK_TYPES` or a
+            ``kernel_size`` that is not an odd positive int.
+    """
+    one_of("mask_type", mask_type, MASK_TYPES)
+    k = odd_positive_int("kernel_size", kernel_size)
     c = k // 2
     mask = np.zeros((k, k), np.float32)
     if mask_type in ("A", "B"):
@@ -74,6 +78,15 @@ class MaskedConv2D(keras.layers.Layer):
 
     Output shape:
         (batch, height, width, filters).
+
+    Raises:
+        ValueError: from the constructor, naming the argument and its value:
+            ``filters`` not a positive int, ``kernel_size`` not an odd
+            positive int, ``mask_type`` not one of `MASK_TYPES`.
+
+    Reference:
+        van den Oord et al., "Conditional Image Generation with PixelCNN
+        Decoders", NeurIPS 2016, https://arxiv.org/abs/1606.05328
     """
 
     def __init__(
@@ -86,19 +99,9 @@ class MaskedConv2D(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        positive_int("filters", filters)
-        if (
-            isinstance(kernel_size, bool)
-            or not isinstance(kernel_size, int)
-            or kernel_size < 1
-            or kernel_size % 2 == 0
-        ):
-            raise ValueError(
-                f"`kernel_size` must be an odd positive integer. Received: kernel_size={kernel_size!r}"
-            )
+        self.filters = positive_int("filters", filters)
+        self.kernel_size = odd_positive_int("kernel_size", kernel_size)
         self.mask = causal_mask(kernel_size, mask_type)
-        self.filters = filters
-        self.kernel_size = kernel_size
         self.mask_type = mask_type
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

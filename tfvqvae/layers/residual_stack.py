@@ -27,6 +27,16 @@ class ResidualStack(keras.layers.Layer):
 
     Output shape:
         Same as the input.
+
+    Raises:
+        ValueError: from the constructor, when ``channels``,
+            ``residual_channels`` or ``num_layers`` is not a positive int
+            (naming the argument and its value); from ``build``, when the
+            input's last axis is not ``channels``.
+
+    Reference:
+        van den Oord, Vinyals, Kavukcuoglu, "Neural Discrete Representation
+        Learning", NeurIPS 2017, section 4.1, https://arxiv.org/abs/1711.00937
     """
 
     def __init__(self, channels, residual_channels, num_layers=2, **kwargs):

@@ -6,10 +6,16 @@ codebook vectors e_1..e_K and passes gradients straight through:
     k        = argmin_j ‖z_e − e_j‖²,   with ‖z − e‖² = ‖z‖² − 2 z·e + ‖e‖²
     z_q      = e_k
     output   = z_e + sg[z_q − z_e]        (forward: z_q; backward: identity to z_e)
-    codebook = mean ‖sg[z_e] − z_q‖²      (moves the codebook; gradient only to e)
+    codebook = α · mean ‖sg[z_e] − z_q‖²  (moves the codebook; gradient only to e)
     commit   = β · mean ‖z_e − sg[z_q]‖²  (commits the encoder; gradient only to z_e)
 
-where sg is `tf.stop_gradient` and the means run over every element. Worked
+where sg is `tf.stop_gradient` and the means run over every element; α is
+``codebook_cost`` (1 in the paper's loss, equation (3)) and β is
+``commitment_cost``. With α fixed at 1, β plays two roles: it weighs the
+encoder's commitment against the reconstruction, and it sets how fast the
+encoder moves towards its codes relative to how fast the codes move towards
+the encoder; a separate α lets the codebook's pace be tuned apart (the EMA
+quantizer has no codebook term, hence no α). Worked
 through one shape: inputs (16, 32, 32, 64) with K=512 are flattened to
 (16384, 64); z and e are centred on the codebook mean μ (which leaves every
 distance unchanged and keeps float32 exact far from the origin);
@@ -48,6 +54,8 @@ from tfvqvae.layers.kmeans import nearest_code
 from tfvqvae.layers.kmeans import sample_rows
 from tfvqvae.layers.kmeans import segment_sum
 from tfvqvae.metrics import perplexity_from_counts
+from tfvqvae.validation import finite_float
+from tfvqvae.validation import integer
 from tfvqvae.validation import positive_int
 
 
@@ -57,7 +65,8 @@ class QuantizerOutput(NamedTuple):
     Attributes:
         quantized: straight-through output, same shape and dtype as the inputs.
         indices: int32 codes, shape ``inputs.shape[:-1]``.
-        codebook_loss: float32 scalar, mean ‖sg[z_e] − e‖² (0 for the EMA layer).
+        codebook_loss: float32 scalar, α · mean ‖sg[z_e] − e‖² with α the
+            ``codebook_cost`` (0 for the EMA layer).
         commitment_loss: float32 scalar, β · mean ‖z_e − sg[e]‖².
         counts: float32 (K,), how often each code was chosen in the batch;
             summed over replicas inside a multi-replica strategy.
@@ -97,7 +106,10 @@ class VectorQuantizer(keras.layers.Layer):
         num_embeddings: K, the number of codes.
         embedding_dim: D, the size of each code; must equal the last axis of
             the inputs.
-        commitment_cost: β, weight of the commitment loss. Defaults to 0.25.
+        commitment_cost: β ≥ 0, weight of the commitment loss
+            ‖z_e − sg[e]‖². Defaults to 0.25.
+        codebook_cost: α ≥ 0, weight of the codebook loss ‖sg[z_e] − e‖².
+            Defaults to 1.0 (the paper's loss).
         embeddings_initializer: initializer of the codebook. Defaults to
             uniform in ±sqrt(3 / D), the variance-scaling choice of Sonnet.
         kmeans_init: initialise the codebook with k-means on the first
@@ -121,6 +133,16 @@ class VectorQuantizer(keras.layers.Layer):
     Output shape:
         Same as the input.
 
+    Raises:
+        ValueError: from the constructor, naming the argument and its value
+            ("`commitment_cost` must be a finite number >= 0. Received:
+            commitment_cost=inf"): ``num_embeddings``, ``embedding_dim`` or
+            ``kmeans_iterations`` not a positive int, ``restart_unused_after``
+            neither None nor a positive int, ``commitment_cost`` or
+            ``codebook_cost`` negative or not finite, ``seed`` not an int.
+            From a call: inputs of rank < 2 or whose last axis is not D.
+        TypeError: from a call, for non-floating inputs.
+
     Example:
 
     >>> import numpy as np
@@ -132,7 +154,8 @@ class VectorQuantizer(keras.layers.Layer):
     TensorShape([2, 3, 3])
 
     Reference:
-        https://arxiv.org/abs/1711.00937
+        van den Oord, Vinyals, Kavukcuoglu, "Neural Discrete Representation
+        Learning", NeurIPS 2017, https://arxiv.org/abs/1711.00937
     """
 
     _codebook_trainable = True
@@ -145,6 +168,7 @@ class VectorQuantizer(keras.layers.Layer):
         num_embeddings,
         embedding_dim,
         commitment_cost=0.25,
+        codebook_cost=1.0,
         embeddings_initializer=None,
         kmeans_init=False,
         kmeans_iterations=10,
@@ -156,12 +180,9 @@ class VectorQuantizer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_embeddings = positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = positive_int("embedding_dim", embedding_dim)
-        if not commitment_cost >= 0:
-            raise ValueError(
-                "`commitment_cost` must be a non-negative number. "
-                f"Received: commitment_cost={commitment_cost!r}"
-            )
-        self.commitment_cost = float(commitment_cost)
+        self.commitment_cost = finite_float("commitment_cost", commitment_cost, low=0)
+        self.codebook_cost = finite_float("codebook_cost", codebook_cost, low=0)
+        self.seed = integer("seed", seed)
         if embeddings_initializer is None:
             limit = math.sqrt(3.0 / embedding_dim)
             embeddings_initializer = keras.initializers.RandomUniform(
@@ -174,9 +195,6 @@ class VectorQuantizer(keras.layers.Layer):
             "restart_unused_after", restart_unused_after, allow_none=True
         )
         self.add_losses = bool(add_losses)
-        if not isinstance(seed, int):
-            raise ValueError(f"`seed` must be an integer. Received: seed={seed!r}")
-        self.seed = seed
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
     # ------------------------------------------------------------------ state
@@ -409,7 +427,10 @@ class VectorQuantizer(keras.layers.Layer):
             return tf.identity(indices)
 
     def _codebook_loss(self, flat, flat_quantized):
-        return tf.reduce_mean(tf.square(tf.stop_gradient(flat) - flat_quantized))
+        # α · mean ‖sg[z_e] − e‖²: the gradient reaches only the codebook.
+        return self.codebook_cost * tf.reduce_mean(
+            tf.square(tf.stop_gradient(flat) - flat_quantized)
+        )
 
     def _step_seed(self, salt):
         step = tf.cast(self.training_steps, tf.int32)
@@ -466,6 +487,7 @@ class VectorQuantizer(keras.layers.Layer):
                 "num_embeddings": self.num_embeddings,
                 "embedding_dim": self.embedding_dim,
                 "commitment_cost": self.commitment_cost,
+                "codebook_cost": self.codebook_cost,
                 "embeddings_initializer": keras.initializers.serialize(
                     self.embeddings_initializer
                 ),

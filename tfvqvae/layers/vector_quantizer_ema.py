@@ -1,9 +1,9 @@
 """Vector quantisation with an exponential-moving-average codebook.
 
 The codebook is not learned by gradient descent: each training step it moves
-to the running mean of the encoder outputs assigned to it (equation (3) of the
-FengHZ note, appendix A.1 of the VQ-VAE paper), with Laplace smoothing of the
-cluster sizes so that an unused code never divides by zero:
+to the running mean of the encoder outputs assigned to it (appendix A.1 of the
+VQ-VAE paper), with Laplace smoothing of the cluster sizes so that an unused
+code never divides by zero:
 
     n_i   = #{ z_e : argmin_j ‖z_e − e_j‖ = i }          (this batch, all replicas)
     s_i   = Σ_{z_e assigned to i} z_e                    (this batch, all replicas)
@@ -16,7 +16,8 @@ cluster sizes so that an unused code never divides by zero:
 (each code carries the weight of one vector equal to itself, so m / N
 reproduces the initial codebook), and is reset the same way when k-means or a
 restart replaces a code. Only the commitment loss β · mean ‖z_e − sg[e]‖² is
-returned; there is no codebook-gradient term.
+returned; there is no codebook-gradient term, so `VectorQuantizer`'s
+``codebook_cost`` does not apply here and is refused.
 
 Like `keras.layers.BatchNormalization`, the statistics are non-trainable
 weights updated with ``assign`` only when ``training`` is true, kept in float32
@@ -30,8 +31,8 @@ a diverged encoder), the step leaves N, m and the codebook untouched: a flag
 is all-reduced so that every replica skips together. The model's train step
 then skips its gradient update too (`tfvqvae.models.autoencoder`).
 
-Reference: van den Oord et al., "Neural Discrete Representation Learning",
-appendix A.1, https://arxiv.org/abs/1711.00937
+Reference: van den Oord, Vinyals, Kavukcuoglu, "Neural Discrete Representation
+Learning", NeurIPS 2017, appendix A.1, https://arxiv.org/abs/1711.00937
 """
 
 import keras
@@ -40,6 +41,7 @@ import tensorflow as tf
 from tfvqvae.layers.cross_replica import sum_across_replicas
 from tfvqvae.layers.kmeans import segment_sum
 from tfvqvae.layers.vector_quantizer import VectorQuantizer
+from tfvqvae.validation import finite_float
 
 
 @keras.saving.register_keras_serializable(package="tfvqvae")
@@ -49,13 +51,13 @@ class VectorQuantizerEMA(VectorQuantizer):
     Args:
         num_embeddings: K, the number of codes.
         embedding_dim: D, the size of each code.
-        commitment_cost: β, weight of the commitment loss. Defaults to 0.25.
+        commitment_cost: β ≥ 0, weight of the commitment loss. Defaults to 0.25.
         decay: γ in (0, 1), the EMA decay. Defaults to 0.99.
         epsilon: ε > 0 of the Laplace smoothing. Defaults to 1e-5.
         **kwargs: the remaining `VectorQuantizer` arguments
             (``embeddings_initializer``, ``kmeans_init``, ``kmeans_iterations``,
             ``restart_unused_after``, ``add_losses``, ``seed``) and base layer
-            arguments.
+            arguments. ``codebook_cost`` is refused: there is no codebook loss.
 
     Call arguments:
         inputs: float tensor (..., D).
@@ -67,6 +69,13 @@ class VectorQuantizerEMA(VectorQuantizer):
     Output shape:
         Same as the input.
 
+    Raises:
+        ValueError: from the constructor, as `VectorQuantizer`, and for a
+            ``decay`` outside (0, 1), an ``epsilon`` not > 0 (either not
+            finite), or any ``codebook_cost``. From a call: inputs of rank
+            < 2 or whose last axis is not D.
+        TypeError: from a call, for non-floating inputs.
+
     Example:
 
     >>> import numpy as np
@@ -76,7 +85,8 @@ class VectorQuantizerEMA(VectorQuantizer):
     TensorShape([2, 3, 3, 4])
 
     Reference:
-        https://arxiv.org/abs/1711.00937
+        van den Oord, Vinyals, Kavukcuoglu, "Neural Discrete Representation
+        Learning", NeurIPS 2017, appendix A.1, https://arxiv.org/abs/1711.00937
     """
 
     _codebook_trainable = False
@@ -90,19 +100,17 @@ class VectorQuantizerEMA(VectorQuantizer):
         epsilon=1e-5,
         **kwargs,
     ):
+        if "codebook_cost" in kwargs:
+            raise ValueError(
+                "`codebook_cost` does not apply to VectorQuantizerEMA: its codebook "
+                "follows an EMA of the encoder outputs and has no codebook loss. "
+                f"Received: codebook_cost={kwargs['codebook_cost']!r}"
+            )
         super().__init__(
             num_embeddings, embedding_dim, commitment_cost=commitment_cost, **kwargs
         )
-        if not 0.0 < decay < 1.0:
-            raise ValueError(
-                f"`decay` must lie in (0, 1). Received: decay={decay!r}"
-            )
-        if not epsilon > 0.0:
-            raise ValueError(
-                f"`epsilon` must be positive. Received: epsilon={epsilon!r}"
-            )
-        self.decay = float(decay)
-        self.epsilon = float(epsilon)
+        self.decay = finite_float("decay", decay, 0, 1, low_open=True, high_open=True)
+        self.epsilon = finite_float("epsilon", epsilon, low=0, low_open=True)
 
     def _build_state(self):
         self.ema_cluster_size = self.add_statistic(
@@ -152,5 +160,6 @@ class VectorQuantizerEMA(VectorQuantizer):
 
     def get_config(self):
         config = super().get_config()
+        del config["codebook_cost"]  # no codebook loss (refused by __init__)
         config.update({"decay": self.decay, "epsilon": self.epsilon})
         return config

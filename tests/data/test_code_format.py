@@ -1,0 +1,62 @@
+"""The code-file modules split by concept keep every import path, and the data
+loaders' argument errors follow the library's one style."""
+
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfvqvae.data
+from tfvqvae.data import code_format
+from tfvqvae.data import codes
+
+
+def test_public_names_are_one_object_whichever_module_they_come_from():
+    for name in ("model_fingerprint", "expected_metadata", "CODES_FORMAT", "CODES_VERSION"):
+        assert getattr(codes, name) is getattr(code_format, name), name
+    for name in ("write_codes", "load_codes", "read_code_metadata", "model_fingerprint",
+                 "expected_metadata"):
+        assert getattr(tfvqvae.data, name) is getattr(codes, name), name
+    assert set(codes.__all__) >= set(code_format.__all__)
+
+
+def test_record_round_trip_through_the_format_module():
+    metadata = {"levels": ("top", "bottom"), "code_shapes": {"top": (1, 2), "bottom": (2, 2)}}
+    example = code_format._record_example({"top": [3, 1], "bottom": [0, 1, 2, 3]}, 7)
+    parsed = code_format._parser(metadata)(tf.constant([example.SerializeToString()]))
+    np.testing.assert_array_equal(parsed["top"].numpy(), [[[3, 1]]])
+    np.testing.assert_array_equal(parsed["bottom"].numpy(), [[[0, 1], [2, 3]]])
+    np.testing.assert_array_equal(parsed["label"].numpy(), [7])
+    assert parsed["top"].dtype == tf.int32
+
+
+@pytest.mark.parametrize("bad", ["valid", 0, None])
+def test_digits_split_message(bad):
+    from tfvqvae.data import load_digits
+
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"`split` must be one of ('train', 'test'). Received: split={bad!r}"),
+    ):
+        load_digits(bad)
+
+
+def test_local_files_split_message(tmp_path):
+    from tfvqvae.data import load_idx_folder
+
+    with pytest.raises(
+        ValueError,
+        match=re.escape("`split` must be one of ('train', 'test'). Received: split='validation'"),
+    ):
+        load_idx_folder(tmp_path, "validation")
+
+
+def test_crop_message():
+    from tfvqvae.data.transform import check_options
+
+    with pytest.raises(
+        ValueError,
+        match=re.escape("`crop` must be one of ('none', 'center'). Received: crop='left'"),
+    ):
+        check_options(image_size=8, crop="left")

@@ -1,0 +1,240 @@
+"""The code-file record format, its header, and the fingerprint of a model.
+
+A code file holds a dataset's discrete code maps for training priors
+(Algorithm 2 of VQ-VAE-2, lines 1-7; `tfvqvae.data.codes` writes and reads
+it). This module owns what a file *is*: the header fields and their checks,
+the feature names and parsing of the records, and `model_fingerprint`, which
+ties a file to the model that wrote it.
+
+File layout (one TFRecord file):
+
+* record 0, the header: a ``tf.train.Example`` whose bytes feature
+  ``metadata`` holds JSON::
+
+      {"format": "tfvqvae-codes", "version": 1,
+       "levels": ["top", "bottom"],
+       "num_embeddings": {"top": 512, "bottom": 512},
+       "code_shapes": {"top": [8, 8], "bottom": [16, 16]},
+       "num_classes": 10,              # or null
+       "num_records": 50000,
+       "model_fingerprint": "3f2a...",
+       "source": {"dataset": "cifar10", "split": "train", "image_size": [32, 32]}}
+
+* records 1..N, one per image in dataset order: for each level an
+  ``int64_list`` feature ``codes/<level>`` with the h*w codes of that level
+  flattened row-major, and an ``int64`` feature ``label`` (-1 when the
+  dataset is unlabelled).
+
+Reference: Razavi, van den Oord, Vinyals, "Generating Diverse High-Fidelity
+Images with VQ-VAE-2", NeurIPS 2019, https://arxiv.org/abs/1906.00446
+"""
+
+import hashlib
+import json
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfvqvae.data.transform import normalize_size
+from tfvqvae.validation import is_int
+
+__all__ = [
+    "CODES_FORMAT",
+    "CODES_VERSION",
+    "expected_metadata",
+    "model_fingerprint",
+]
+
+#: The ``format`` field of every code file header.
+CODES_FORMAT = "tfvqvae-codes"
+#: The header ``version`` this module writes and reads.
+CODES_VERSION = 1
+
+_LABEL = "label"
+_METADATA = "metadata"
+
+
+def _feature_name(level):
+    return f"codes/{level}"
+
+
+def _first_line(error):
+    """The gist of a TensorFlow error, without the op and function names around it."""
+    lines = (error.message or "").strip().splitlines()
+    line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", lines[0]) if lines else ""
+    line = re.sub(r"\s*\[Op:\w+\].*$", "", line).strip()
+    return line or type(error).__name__
+
+
+# ----------------------------------------------------------------- fingerprint
+def _json_default(value):
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    # NB: no repr(): it may hold a memory address, which changes every run.
+    return f"<{type(value).__qualname__}>"
+
+
+def _codebooks(model):
+    """The codebook variables of ``model`` (every weight named ``codebook``), in weight order."""
+    return [w for w in getattr(model, "weights", ()) if w.name == "codebook"]
+
+
+def model_fingerprint(model):
+    """A short hex digest that identifies a trained model.
+
+    sha256 over the model's class name, its ``get_config()`` as sorted JSON
+    and the bytes (with shape and dtype) of every quantizer codebook, in the
+    model's weight order. Two models of the same architecture trained
+    differently have different codebooks and so different fingerprints; a
+    model saved and loaded again keeps its fingerprint.
+
+    Args:
+        model: a `VQVAE`, `VQVAE2` or any object with ``get_config()`` and
+            codebook weights (variables named ``codebook`` in ``weights``).
+
+    Returns:
+        The first 16 hex digits of the sha256 digest.
+
+    Raises:
+        ValueError: if ``model`` has no codebook weights.
+    """
+    codebooks = _codebooks(model)
+    if not codebooks:
+        raise ValueError(
+            f"Cannot fingerprint {type(model).__name__}: it has no codebook weights "
+            "(variables named 'codebook' in `model.weights`)."
+        )
+    digest = hashlib.sha256()
+    digest.update(type(model).__name__.encode())
+    config = json.dumps(model.get_config(), sort_keys=True, default=_json_default)
+    digest.update(b"\0" + config.encode())
+    for codebook in codebooks:
+        array = np.ascontiguousarray(keras.ops.convert_to_numpy(codebook))
+        digest.update(f"\0{array.dtype.str}{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def expected_metadata(model, image_size=None):
+    """What a code file written by ``model`` must say: an ``expect`` for `load_codes`.
+
+    Args:
+        model: a model with the levels API.
+        image_size: ``(H, W)`` or an int; when given, ``code_shapes`` is
+            included too.
+
+    Returns:
+        A dict with ``levels``, ``num_embeddings``, ``model_fingerprint`` and,
+        with ``image_size``, ``code_shapes``.
+    """
+    expect = {
+        "levels": tuple(model.levels),
+        "num_embeddings": dict(model.level_num_embeddings),
+        "model_fingerprint": model_fingerprint(model),
+    }
+    if image_size is not None:
+        expect["code_shapes"] = dict(model.code_shapes(normalize_size(image_size)))
+    return expect
+
+
+# ---------------------------------------------------------------------- header
+def _normalize_metadata(metadata):
+    """JSON header -> the dict handed out: levels a tuple, code shapes tuples."""
+    metadata = dict(metadata)
+    metadata["levels"] = tuple(metadata["levels"])
+    metadata["num_embeddings"] = {k: int(v) for k, v in metadata["num_embeddings"].items()}
+    metadata["code_shapes"] = {
+        k: tuple(int(s) for s in v) for k, v in metadata["code_shapes"].items()
+    }
+    return metadata
+
+
+def _check_header(path, metadata):
+    """Raises ValueError naming ``path`` unless ``metadata`` is a valid version-1 header."""
+
+    def bad(why):
+        return ValueError(f"{path} is not a valid tfvqvae code file: {why}")
+
+    if not isinstance(metadata, dict) or metadata.get("format") != CODES_FORMAT:
+        raise bad(f"its header has no format {CODES_FORMAT!r}")
+    if metadata.get("version") != CODES_VERSION:
+        raise ValueError(
+            f"{path}: unsupported code file version {metadata.get('version')!r}; "
+            f"this tfvqvae reads version {CODES_VERSION}"
+        )
+    levels = metadata.get("levels")
+    if (
+        not isinstance(levels, list)
+        or not levels
+        or not all(isinstance(level, str) and level for level in levels)
+        or len(set(levels)) != len(levels)
+        or _LABEL in levels
+    ):
+        raise bad(f"levels must be a list of distinct names; received {levels!r}")
+    num_embeddings = metadata.get("num_embeddings")
+    if (
+        not isinstance(num_embeddings, dict)
+        or set(num_embeddings) != set(levels)
+        or not all(is_int(k, 1) for k in num_embeddings.values())
+    ):
+        raise bad(f"num_embeddings must give a positive K per level; received {num_embeddings!r}")
+    shapes = metadata.get("code_shapes")
+    if (
+        not isinstance(shapes, dict)
+        or set(shapes) != set(levels)
+        or not all(
+            isinstance(s, list) and len(s) == 2 and all(is_int(d, 1) for d in s)
+            for s in shapes.values()
+        )
+    ):
+        raise bad(f"code_shapes must give [h, w] per level; received {shapes!r}")
+    if not is_int(metadata.get("num_records"), 0):
+        raise bad(f"num_records must be a count; received {metadata.get('num_records')!r}")
+    num_classes = metadata.get("num_classes")
+    if num_classes is not None and not is_int(num_classes, 1):
+        raise bad(f"num_classes must be null or positive; received {num_classes!r}")
+    if not isinstance(metadata.get("model_fingerprint"), str):
+        raise bad("model_fingerprint is missing")
+
+
+def _header_example(metadata):
+    payload = json.dumps(metadata, sort_keys=True).encode()
+    feature = {_METADATA: tf.train.Feature(bytes_list=tf.train.BytesList(value=[payload]))}
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+# ----------------------------------------------------------------------- records
+def _record_example(codes, label):
+    """One image's record: ``codes`` {level: h*w ints, row-major}, ``label`` (-1: none)."""
+    feature = {
+        _feature_name(level): tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        for level, values in codes.items()
+    }
+    feature[_LABEL] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def _parser(metadata):
+    """A function parsing a batch of serialized records into {level: (B, h, w), label: (B,)}."""
+    shapes = metadata["code_shapes"]
+    spec = {
+        _feature_name(level): tf.io.FixedLenFeature([h * w], tf.int64)
+        for level, (h, w) in shapes.items()
+    }
+    spec[_LABEL] = tf.io.FixedLenFeature([], tf.int64)
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        out = {}
+        for level in metadata["levels"]:
+            h, w = shapes[level]
+            # (B, h*w) -> (B, h, w)
+            out[level] = tf.reshape(tf.cast(parsed[_feature_name(level)], tf.int32), [-1, h, w])
+        out[_LABEL] = tf.cast(parsed[_LABEL], tf.int32)
+        return out
+
+    return parse
