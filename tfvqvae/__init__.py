@@ -1,7 +1,7 @@
 """tfvqvae: VQ-VAE and VQ-VAE-2 for TensorFlow / Keras 3.
 
 Public names: the quantiser layers `VectorQuantizer` and `VectorQuantizerEMA`,
-the `VQVAE` and `VQVAE2` models, strategy and precision set-up in
+the `VQVAE`, `VQVAE2` and `HierarchicalVQVAE` (any number of levels) models, strategy and precision set-up in
 `tfvqvae.distribute`, the `PixelCNNPrior` and its layers
 `MaskedConv2D` and `GatedBlock`, the metrics in `tfvqvae.metrics` and the
 datasets in `tfvqvae.data`. The command-line programs live in
@@ -30,6 +30,7 @@ from tfvqvae.layers import VectorQuantizer
 from tfvqvae.layers import VectorQuantizerEMA
 from tfvqvae.metrics import CodebookUsage
 from tfvqvae.models import VQVAE
+from tfvqvae.models import HierarchicalVQVAE
 from tfvqvae.models import PixelCNNPrior
 from tfvqvae.models import VQVAE2
 
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CodebookUsage",
     "GatedBlock",
+    "HierarchicalVQVAE",
     "MaskedConv2D",
     "PixelCNNPrior",
     "QuantizerOutput",

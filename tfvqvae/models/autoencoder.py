@@ -1,12 +1,22 @@
-"""What VQVAE and VQVAE2 share: input checks, the objective, train/test steps, metrics.
+"""What every quantised autoencoder shares: input checks, the levels API, the objective,
+train/test steps, metrics.
 
-A subclass builds its networks and quantisers in ``__init__``, then calls
+A model is a list of code levels, top first (`VQVAE`: one level, "top";
+`HierarchicalVQVAE` / `VQVAE2`: L levels, see `level_names`). A subclass
+builds its networks and quantisers in ``__init__``, then calls
 ``_init_metrics()``, and defines:
 
 * ``_level_quantizers()`` → {level: quantiser}, top level first;
+* ``_level_factors()`` → {level: image size / code-map size};
+* ``_encode_codes(images)`` → int32 code maps, a tuple top first;
+* ``_decode_codes(codes)`` → float32 images from such a tuple;
 * ``_reconstruct(images, training)`` → (float32 reconstruction,
   {level: `QuantizerOutput`});
 * ``size_multiple``: what image height and width must be divisible by.
+
+The levels API is defined here once, from those: ``levels``,
+``level_num_embeddings``, ``code_shapes``, ``encode_levels`` and
+``decode_levels`` (what code extraction, priors, samplers and exporters use).
 
 Objective per batch (images x in [0, 1], reconstruction x̂):
 
@@ -28,8 +38,8 @@ turns the flag into an error that names the step.
 Metrics: ``loss``, ``mse`` and, per level, ``commitment_loss``,
 ``codebook_loss`` (gradient quantisers only), ``perplexity`` (per batch),
 ``usage`` (% of codes used in the epoch) and ``dead_codes``; prefixed with
-``top_`` / ``bottom_`` when there is more than one level. Epoch values are
-means per image.
+the level's name and ``_`` (``top_``, ``bottom_``, …) when there is more
+than one level. Epoch values are means per image.
 """
 
 import keras
@@ -38,7 +48,7 @@ import tensorflow as tf
 from tfvqvae.distribute import multi_worker_logs
 from tfvqvae.layers.cross_replica import sum_across_replicas
 from tfvqvae.layers.vector_quantizer import VectorQuantizer
-from tfvqvae.models.dtype_config import from_config_under_policy
+from tfvqvae.models.dtype_config import from_config_with_policy
 from tfvqvae.layers.vector_quantizer_ema import VectorQuantizerEMA
 from tfvqvae.metrics import CodebookUsage
 from tfvqvae.validation import positive_int
@@ -50,10 +60,16 @@ def unpack_images(data):
     return x
 
 
-def quantizer_argument(name, value, seed=0):
-    """A quantiser from an instance, its serialized config, or None (the default EMA one)."""
+def quantizer_argument(name, value, seed=0, dtype=None):
+    """A quantiser from an instance, its serialized config, or None (the default EMA one).
+
+    ``dtype`` is the dtype policy of a default quantiser (the model's);
+    an instance or a config keeps its own.
+    """
     if value is None:
-        value = VectorQuantizerEMA(num_embeddings=512, embedding_dim=64, seed=seed)
+        value = VectorQuantizerEMA(
+            num_embeddings=512, embedding_dim=64, seed=seed, dtype=dtype
+        )
     elif isinstance(value, dict):
         value = keras.layers.deserialize(value)
     if not isinstance(value, VectorQuantizer):
@@ -166,7 +182,7 @@ def apply_gradients_if_finite(optimizer, loss, gradients, variables):
 
 
 class QuantizedAutoencoder(keras.Model):
-    """Base class of `VQVAE` and `VQVAE2` (see the module docstring)."""
+    """Base class of `VQVAE` and `HierarchicalVQVAE` (see the module docstring)."""
 
     size_multiple = 1
 
@@ -253,10 +269,34 @@ class QuantizedAutoencoder(keras.Model):
     def call(self, inputs, training=False):
         return self._reconstruct(inputs, training)[0]
 
+    # ------------------------------------------------------ levels API
+    # One definition for every model, so code extraction, priors, samplers
+    # and exporters treat a VQVAE (one level, "top") and a hierarchy alike.
+    @property
+    def levels(self):
+        """Names of the code levels, top first (``("top",)``, ``("top", "bottom")``, …)."""
+        return tuple(self._level_quantizers())
+
     @property
     def level_num_embeddings(self):
         """{level: K} of each code level."""
         return {level: q.num_embeddings for level, q in self._level_quantizers().items()}
+
+    def code_shapes(self, image_size):
+        """{level: (h, w)} of the code maps for images of ``image_size`` (H, W), top first."""
+        height, width = image_size
+        return {
+            level: (height // factor, width // factor)
+            for level, factor in self._level_factors().items()
+        }
+
+    def encode_levels(self, images):
+        """{level: int32 code map} of ``images``, top first."""
+        return dict(zip(self.levels, self._encode_codes(images)))
+
+    def decode_levels(self, codes):
+        """float32 images from ``{level: integer code map}`` (every level)."""
+        return self._decode_codes(tuple(codes[level] for level in self.levels))
 
     # ---------------------------------------------------------- training
     def _objective(self, images, training):
@@ -321,4 +361,4 @@ class QuantizedAutoencoder(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return from_config_under_policy(cls, config)
+        return from_config_with_policy(cls, config)

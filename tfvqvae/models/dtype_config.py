@@ -1,10 +1,10 @@
 """A model's dtype policy in its config, so a saved mixed-precision model loads mixed.
 
-The models build their layers in ``__init__``, and a layer takes the global
-dtype policy when it is created; so `from_config_under_policy` sets the saved
-policy globally while it constructs the model (and restores the previous one
-afterwards). Without this a ``mixed_bfloat16`` model saved to ``.keras``
-would come back computing in float32.
+Every model passes ``dtype=self.dtype_policy`` to each layer it creates (as
+keras-hub backbones do), so a model built with ``dtype="mixed_bfloat16"``
+computes in bfloat16 whatever the global policy. The policy is saved in the
+config under ``"dtype"`` and given back to the constructor by `from_config`;
+no global policy is set or swapped while loading.
 """
 
 import keras
@@ -15,16 +15,10 @@ def with_dtype_policy(model, config):
     return {**config, "dtype": keras.dtype_policies.serialize(model.dtype_policy)}
 
 
-def from_config_under_policy(cls, config):
-    """``cls(**config)`` built under the policy in ``config["dtype"]`` (if any)."""
+def from_config_with_policy(cls, config):
+    """``cls(**config)``, the saved ``config["dtype"]`` (if any) passed as ``dtype``."""
     config = dict(config)
     policy = config.pop("dtype", None)
     if policy is None:
         return cls(**config)
-    policy = keras.dtype_policies.get(policy)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        return cls(**config, dtype=policy)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    return cls(**config, dtype=keras.dtype_policies.get(policy))

@@ -10,10 +10,17 @@ K-way softmax, trained by cross-entropy. Reported per code:
 Architecture: Embedding(K, p) → ``num_blocks`` `GatedBlock`s (the first with
 mask A) → Σ skips → ReLU → Dense(p) → ReLU → Dense(K) logits.
 
-Conditioning: ``num_classes`` adds a class label (global); the bottom prior
-of VQ-VAE-2 sets ``condition_num_embeddings`` / ``condition_shape`` and is
-given the top code map, embedded, upsampled to (H, W) by repetition and
-passed through a 3x3 convolution, then projected into every block.
+Conditioning: ``num_classes`` adds a class label (global). The priors of a
+hierarchy (`HierarchicalVQVAE`, `VQVAE2`) form a chain, top first: the top
+prior is unconditioned (or class-conditioned) and the prior of each lower
+level sets ``condition_num_embeddings`` / ``condition_shape`` to those of
+the level *directly above* it (for VQVAE2 the bottom prior reads the top
+codes). That code map is embedded, upsampled to (H, W) by repetition and
+passed through a 3x3 convolution, then projected into every block. The
+levels further up reach a lower level only through the map above it (which
+was sampled given them): one conditioning map per prior keeps every prior
+the same small network whatever the depth. `tfvqvae.models.sampling.sample_levels`
+samples such a chain.
 
 Sampling (``sample``) draws codes with the Gumbel-max trick from noise fixed
 by ``seed``: the naive sampler (a full forward pass per position) and the
@@ -32,7 +39,7 @@ from tfvqvae.distribute import multi_worker_logs
 from tfvqvae.layers.gated_block import GatedBlock
 from tfvqvae.models.autoencoder import apply_gradients_if_finite
 from tfvqvae.validation import positive_int
-from tfvqvae.models.dtype_config import from_config_under_policy
+from tfvqvae.models.dtype_config import from_config_with_policy
 from tfvqvae.models.dtype_config import with_dtype_policy
 
 
@@ -71,13 +78,15 @@ class PixelCNNPrior(keras.Model):
         kernel_size: odd size of the masked convolutions. Defaults to 5.
         num_classes: number of class labels for global conditioning, or
             None. Defaults to None.
-        condition_num_embeddings: K of the conditioning code map (the top
-            codes for a bottom prior), or None. Defaults to None.
+        condition_num_embeddings: K of the conditioning code map (the codes
+            of the level directly above, for a lower level's prior), or
+            None. Defaults to None.
         condition_shape: (h, w) of the conditioning map; H and W must be
             multiples of it. Defaults to None.
         condition_channels: channels of the conditioning features. Defaults
             to 32.
-        **kwargs: base `keras.Model` arguments.
+        **kwargs: base `keras.Model` arguments (``name``, ``dtype``: a dtype
+            policy such as ``"mixed_bfloat16"``, given to every layer).
     """
 
     def __init__(
@@ -124,27 +133,32 @@ class PixelCNNPrior(keras.Model):
         conditioned = self.condition_shape is not None
 
         p = self.hidden_channels
-        self.embedding = keras.layers.Embedding(self.num_embeddings, p, name="code_embedding")
+        dtype = self.dtype_policy  # every layer computes under the model's policy
+        self.embedding = keras.layers.Embedding(
+            self.num_embeddings, p, dtype=dtype, name="code_embedding"
+        )
         if conditioned:
             self.condition_embedding = keras.layers.Embedding(
                 self.condition_num_embeddings, self.condition_channels,
-                name="condition_embedding",
+                dtype=dtype, name="condition_embedding",
             )
             self.condition_conv = keras.layers.Conv2D(
                 self.condition_channels, 3, padding="same", activation="relu",
-                name="condition_conv",
+                dtype=dtype, name="condition_conv",
             )
         self.blocks = [
             GatedBlock(
                 p, kernel_size, first=i == 0, last=i == self.num_blocks - 1,
                 num_classes=self.num_classes,
                 condition_channels=self.condition_channels if conditioned else None,
-                name=f"gated_block{i}",
+                dtype=dtype, name=f"gated_block{i}",
             )
             for i in range(self.num_blocks)
         ]
-        self.head_hidden = keras.layers.Dense(p, activation="relu", name="head_hidden")
-        self.head_logits = keras.layers.Dense(self.num_embeddings, name="head_logits")
+        self.head_hidden = keras.layers.Dense(
+            p, activation="relu", dtype=dtype, name="head_hidden"
+        )
+        self.head_logits = keras.layers.Dense(self.num_embeddings, dtype=dtype, name="head_logits")
 
         self.embedding.build((None,))
         if conditioned:
@@ -190,7 +204,7 @@ class PixelCNNPrior(keras.Model):
             if condition is None:
                 raise ValueError(
                     "This prior is conditioned on a code map of shape "
-                    f"{self.condition_shape} (the top codes): pass condition."
+                    f"{self.condition_shape} (the codes of the level above): pass condition."
                 )
             condition = self._check_map(
                 "condition", condition, self.condition_shape, self.condition_num_embeddings
@@ -322,7 +336,8 @@ class PixelCNNPrior(keras.Model):
         Args:
             num_samples: B; may be omitted when labels or condition give it.
             labels: int (B,) classes for a class-conditional prior.
-            condition: int (B, h, w) top codes for a conditioned prior.
+            condition: int (B, h, w) codes of the level above, for a
+                conditioned prior.
             temperature: a finite number > 0; logits are divided by it.
                 Defaults to 1.0.
             seed: int; the same seed gives the same maps. Defaults to 0.
@@ -368,5 +383,5 @@ class PixelCNNPrior(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        return from_config_under_policy(cls, config)
+        return from_config_with_policy(cls, config)
 

@@ -17,6 +17,13 @@ samplers give the same maps whenever their logits agree.
   vertical stack, which sees whole rows, advances one row when a row is
   complete. Everything runs inside one ``tf.function`` with nested
   ``tf.while_loop``s.
+
+A hierarchy's priors form a chain, top first (`check_chain`): the top prior
+is unconditioned (or class-conditioned) and each lower prior is conditioned
+on the code map of the level directly above. `sample_levels` (eager) and
+`levels_sampler` (inside a graph, for exporters) draw the levels top first,
+level k with seed ``seed + LEVEL_SEED_STRIDE * k``, for 1, 2 or any number
+of levels; both give the same codes.
 """
 
 import math
@@ -204,5 +211,118 @@ def cached_sampler(prior, batch):
             (0, tf.TensorArray(tf.int32, size=height), v_windows, v_to_h),
         )
         return tf.transpose(codes.stack(), [2, 0, 1])  # (H, W, B) -> (B, H, W)
+
+    return run
+
+
+# ------------------------------------------------------------------ chains
+def check_chain(priors):
+    """``priors`` as a list of (level, prior), top first, checked as a chain.
+
+    Args:
+        priors: {level: PixelCNNPrior}, top first (a dict keeps its order),
+            or a list of priors (levels named 0, 1, …).
+
+    Raises:
+        ValueError: no prior; the top prior is conditioned on a code map; a
+            lower prior's conditioning map (``condition_shape``,
+            ``condition_num_embeddings``) is not the code map of the level
+            directly above; the priors disagree on ``num_classes``.
+
+    A lower prior without spatial conditioning is allowed and sampled on its
+    own (given the labels, if class-conditional).
+    """
+    items = list(priors.items()) if isinstance(priors, dict) else list(enumerate(priors))
+    if not items:
+        raise ValueError("Sampling a hierarchy needs at least one prior. Received: none")
+    top_level, top = items[0]
+    if top.is_conditioned:
+        raise ValueError(
+            f"The top prior ({top_level!r}) must not be conditioned on a code map: "
+            f"nothing lies above it. Received: condition_shape={top.condition_shape}"
+        )
+    for (above_level, above), (level, prior) in zip(items, items[1:]):
+        if prior.is_conditioned and (
+            tuple(prior.condition_shape) != tuple(above.code_shape)
+            or prior.condition_num_embeddings != above.num_embeddings
+        ):
+            raise ValueError(
+                f"The {level!r} prior must be conditioned on the level directly above "
+                f"({above_level!r}: shape {tuple(above.code_shape)}, "
+                f"{above.num_embeddings} codes). Received: condition_shape="
+                f"{tuple(prior.condition_shape)}, condition_num_embeddings="
+                f"{prior.condition_num_embeddings}"
+            )
+    classes = {p.num_classes for _, p in items} - {None}
+    if len(classes) > 1:
+        raise ValueError(
+            f"The priors are conditioned on different numbers of classes: {sorted(classes)}"
+        )
+    return items
+
+
+def sample_levels(priors, num_samples=None, labels=None, temperature=1.0, seed=0,
+                  method="cached"):
+    """Ancestral sampling of a chain of priors: {level: int32 (B, h, w)}, top first.
+
+    Level k (top = 0) is drawn by its prior's ``sample`` with seed
+    ``seed + LEVEL_SEED_STRIDE * k``, given ``labels`` when the prior is
+    class-conditional and the codes just drawn for level k − 1 when it is
+    conditioned on a code map (Algorithm 2 of VQ-VAE-2, for any number of
+    levels). The same seed gives the same codes.
+
+    Args:
+        priors: {level: PixelCNNPrior}, top first (see `check_chain`).
+        num_samples: B; may be omitted when ``labels`` give it.
+        labels: int (B,) classes, for class-conditional priors.
+        temperature: a finite number > 0. Defaults to 1.0.
+        seed: int. Defaults to 0.
+        method: "cached" or "naive". Defaults to "cached".
+
+    Raises:
+        ValueError: a broken chain (`check_chain`), or the prior's own
+            refusals (method, temperature, labels, number of samples).
+    """
+    codes = {}
+    above = None
+    for k, (level, prior) in enumerate(check_chain(priors)):
+        codes[level] = prior.sample(
+            num_samples,
+            labels=labels if prior.num_classes is not None else None,
+            condition=above if prior.is_conditioned else None,
+            temperature=temperature,
+            seed=int(seed) + LEVEL_SEED_STRIDE * k,
+            method=method,
+        )
+        above = codes[level]
+    return codes
+
+
+def levels_sampler(priors, batch, method="cached"):
+    """A function (labels, temperature, seed) → {level: int32 (B, h, w)}, for graphs.
+
+    The graph-mode twin of `sample_levels` (the same codes for the same
+    seed): wrap it in ``tf.function`` (an exporter's signature does).
+    ``labels`` is an int32 (B,) tensor, or an empty one when no prior is
+    class-conditional; ``batch`` an int or a scalar tensor; ``seed`` an
+    int64 scalar.
+    """
+    if method not in ("cached", "naive"):
+        raise ValueError(f"`method` must be 'cached' or 'naive'. Received: method={method!r}")
+    build = naive_sampler if method == "naive" else cached_sampler
+    chain = [(level, prior, build(prior, batch)) for level, prior in check_chain(priors)]
+    empty = tf.zeros([0], tf.int32)
+
+    def run(labels, temperature, seed):
+        codes, above = {}, empty
+        for k, (level, prior, draw) in enumerate(chain):
+            codes[level] = draw(
+                labels if prior.num_classes is not None else empty,
+                above if prior.is_conditioned else empty,
+                temperature,
+                seed + LEVEL_SEED_STRIDE * k,
+            )
+            above = codes[level]
+        return codes
 
     return run

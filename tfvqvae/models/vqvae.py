@@ -3,7 +3,8 @@
     z_e = Encoder(x),  z_q = Quantize(z_e),  x̂ = Decoder(z_q)
 
 trained on L = mean((x − x̂)²) / data_variance + codebook_loss + commitment_loss
-(the objective, steps and metrics are shared with VQVAE2: `autoencoder.py`).
+(the objective, steps, metrics and the levels API are shared with the
+hierarchical models: `autoencoder.py`).
 
 Reference: van den Oord et al., "Neural Discrete Representation Learning",
 https://arxiv.org/abs/1711.00937
@@ -58,7 +59,11 @@ class VQVAE(QuantizedAutoencoder):
         data_variance: the reconstruction term is divided by it (Sonnet's
             normalised MSE when set to the training pixels' variance).
             Defaults to 1.0.
-        **kwargs: base `keras.Model` arguments (``name``).
+        **kwargs: base `keras.Model` arguments (``name``, ``dtype``: a dtype
+            policy such as ``"mixed_bfloat16"``, given to every layer).
+
+    Levels API (shared with `HierarchicalVQVAE`): one level, ``"top"``;
+    ``encode_levels(x)`` is ``{"top": encode(x)}``.
 
     Example:
 
@@ -88,7 +93,7 @@ class VQVAE(QuantizedAutoencoder):
         self._init_sizes(image_channels, hidden_channels, residual_channels,
                          num_residual_layers, data_variance)
         self.num_downsamples = positive_int("num_downsamples", num_downsamples)
-        quantizer = quantizer_argument("quantizer", quantizer)
+        quantizer = quantizer_argument("quantizer", quantizer, dtype=self.dtype_policy)
         self.quantizer = quantizer
         sizes = (
             self.image_channels,
@@ -98,8 +103,8 @@ class VQVAE(QuantizedAutoencoder):
             self.num_downsamples,
             quantizer.embedding_dim,
         )
-        self.encoder = build_encoder(*sizes)
-        self.decoder = build_decoder(*sizes)
+        self.encoder = build_encoder(*sizes, dtype=self.dtype_policy)
+        self.decoder = build_decoder(*sizes, dtype=self.dtype_policy)
         self._init_metrics()
         # Every weight exists now (the networks are fully convolutional), so
         # the model counts as built: saving and loading restore the optimizer.
@@ -119,6 +124,9 @@ class VQVAE(QuantizedAutoencoder):
 
     def _level_quantizers(self):
         return {"top": self.quantizer}
+
+    def _level_factors(self):
+        return {"top": self.downsample_factor}
 
     # ------------------------------------------------------------ forward
     def quantize_with_losses(self, images, training=False):
@@ -150,23 +158,12 @@ class VQVAE(QuantizedAutoencoder):
         latents = self.quantizer.lookup(self._check_codes(codes))
         return tf.cast(self.decoder(latents, training=False), tf.float32)
 
-    # ------------------------------------------- the levels API (priors)
-    # VQVAE and VQVAE2 share it, so code extraction, priors and sampling
-    # treat both alike: a VQVAE has one level, "top".
-    levels = ("top",)
+    def _encode_codes(self, images):
+        return (self.encode(images),)
 
-    def code_shapes(self, image_size):
-        """{level: (h, w)} of the code maps for images of ``image_size`` (H, W)."""
-        height, width = image_size
-        return {"top": (height // self.downsample_factor, width // self.downsample_factor)}
-
-    def encode_levels(self, images):
-        """{level: int32 code map} of ``images``."""
-        return {"top": self.encode(images)}
-
-    def decode_levels(self, codes):
-        """Images from ``{level: code map}``."""
-        return self.decode(codes["top"])
+    def _decode_codes(self, codes):
+        (top,) = codes
+        return self.decode(top)
 
     # ------------------------------------------------------------- config
     def get_config(self):
