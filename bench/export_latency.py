@@ -26,9 +26,6 @@ from importlib.metadata import version
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The checkout, not an installed copy.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import tensorflow as tf  # noqa: E402
 
 from tfvqvae.export import KerasRunner  # noqa: E402

@@ -30,9 +30,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The checkout first (not an installed copy), then bench/ for its helpers.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent))
+# bench/ for its helpers; tfvqvae is the installed package (pip install -e .).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import command_line  # noqa: E402
 from _results import machine_line  # noqa: E402

@@ -79,8 +79,7 @@ ARGS = parse_args()
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, str(ARGS.threads))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Measure the checkout, not an installed copy of the package.
-sys.path.insert(0, str(ROOT))
+# bench/ for its helpers; tfvqvae is the installed package (pip install -e .).
 sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402

@@ -58,9 +58,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The checkout's tfvqvae, not an installed copy (site-packages may hold an
-# older, non-editable install), then bench/ for _results.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# bench/ for _results; tfvqvae is the installed package (pip install -e .).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402

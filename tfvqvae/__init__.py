@@ -9,18 +9,6 @@ datasets in `tfvqvae.data`. The command-line programs live in
 imports them.
 """
 
-from pathlib import Path as _Path
-
-# setup.py installs the top-level folders training/ and export/ as the
-# subpackages tfvqvae.training and tfvqvae.export. Run from a source checkout
-# (tests, `pip install -e .`), the same names must resolve to those folders,
-# so the checkout's root joins this package's search path. An installed copy
-# has no setup.py beside it and is left alone.
-_root = _Path(__file__).resolve().parent.parent
-if (_root / "setup.py").is_file() and (_root / "training" / "__init__.py").is_file():
-    __path__.append(str(_root))
-del _Path, _root
-
 from tfvqvae import distribute
 from tfvqvae.layers import GatedBlock
 from tfvqvae.layers import MaskedConv2D
