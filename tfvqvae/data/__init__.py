@@ -28,6 +28,11 @@ seconds, else a ``FileNotFoundError`` says which files to put where.
 The default dataset, ``DEFAULT_DATASET = "digits"`` (scikit-learn's 8 x 8
 digits), needs no network and no files.
 
+The resumable training order, the same for images in memory and for code
+records streamed from files: :func:`epoch_batches` gives epoch e's batches as
+a function of (seed, e) only, minus the batches a resumed run already took
+(:mod:`tfvqvae.data.epochs`; :meth:`ImageDataset.epochs_dataset` uses it).
+
 Code files hold a dataset's discrete code maps for training priors: writing
 and reading in :mod:`tfvqvae.data.codes` (:func:`write_codes`,
 :func:`load_codes`, :func:`read_code_metadata`), the record format, header and
@@ -42,6 +47,7 @@ from tfvqvae.data.codes import (
     write_codes,
 )
 from tfvqvae.data.digits import load_digits
+from tfvqvae.data.epochs import DEFAULT_SHUFFLE_BLOCK, epoch_batches, epoch_order
 from tfvqvae.data.files import (
     load_cifar10_folder,
     load_idx_folder,
@@ -55,8 +61,11 @@ from tfvqvae.data.tfds_loader import load_tfds
 
 __all__ = [
     "DEFAULT_DATASET",
+    "DEFAULT_SHUFFLE_BLOCK",
     "ImageDataset",
     "expected_metadata",
+    "epoch_batches",
+    "epoch_order",
     "from_numpy",
     "load_cifar10_folder",
     "load_codes",

@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from tfvqvae.data.epochs import epoch_batches
 from tfvqvae.data.transform import normalize_size
 from tfvqvae.validation import positive_int
 
@@ -245,13 +246,14 @@ class ImageDataset:
         """The training batches of epochs ``first_epoch .. epochs - 1``, in a resumable order.
 
         Epoch e visits the images in the order of a permutation that depends
-        only on ``(seed, e)`` (``tf.random.experimental.stateless_shuffle``),
-        not on how many times the pipeline was iterated before, so a
-        restarted process sees exactly the batches an uninterrupted one
-        would. Every epoch has ``len(self) // batch_size`` full batches (the
-        remainder is dropped, which also gives static shapes);
-        ``skip_batches`` drops that many batches from the start of
-        ``first_epoch`` (the steps a resumed run already took).
+        only on ``(seed, e)`` (`tfvqvae.data.epochs.epoch_order`: a
+        ``tf.random.experimental.stateless_shuffle``), not on how many times
+        the pipeline was iterated before, so a restarted process sees exactly
+        the batches an uninterrupted one would. Every epoch has
+        ``len(self) // batch_size`` full batches (the remainder is dropped,
+        which also gives static shapes); ``skip_batches`` drops that many
+        batches from the start of ``first_epoch`` (the steps a resumed run
+        already took). The order is `tfvqvae.data.epochs.epoch_batches`'s.
 
         Returns:
             A ``tf.data.Dataset`` like `to_tf_dataset`'s, of
@@ -260,7 +262,8 @@ class ImageDataset:
 
         Raises:
             ValueError: when the dataset holds fewer than ``batch_size``
-                images, or on a negative ``skip_batches`` or ``first_epoch``.
+                images, or on a negative ``skip_batches`` or ``first_epoch``,
+                or a ``skip_batches`` of a whole epoch or more.
         """
         batch_size = positive_int("batch_size", _plain_int(batch_size))
         n = len(self)
@@ -268,23 +271,15 @@ class ImageDataset:
             raise ValueError(
                 f"Dataset {self.name!r} has {n} images, fewer than one batch of {batch_size}."
             )
-        if first_epoch < 0 or skip_batches < 0 or skip_batches >= n // batch_size:
-            raise ValueError(
-                f"Expected 0 <= first_epoch and 0 <= skip_batches < {n // batch_size} "
-                f"(batches per epoch). Received: first_epoch={first_epoch}, "
-                f"skip_batches={skip_batches}"
-            )
         gather = self._batch_gatherer(with_labels, image_size)
-        used = (n // batch_size) * batch_size
-
-        def epoch_order(epoch):
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(n, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch])
-            )
-            return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:used], [-1, batch_size]))
-
-        ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_order)
-        ds = ds.skip(skip_batches)
+        ds = epoch_batches(
+            n,
+            batch_size,
+            seed=seed,
+            first_epoch=first_epoch,
+            epochs=epochs,
+            skip_batches=skip_batches,
+        )
         ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 

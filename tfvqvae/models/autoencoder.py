@@ -51,6 +51,7 @@ from tfvqvae.layers.vector_quantizer import VectorQuantizer
 from tfvqvae.models.dtype_config import from_config_with_policy
 from tfvqvae.layers.vector_quantizer_ema import VectorQuantizerEMA
 from tfvqvae.metrics import CodebookUsage
+from tfvqvae.validation import finite_float
 from tfvqvae.validation import positive_int
 
 
@@ -193,11 +194,7 @@ class QuantizedAutoencoder(keras.Model):
         self.hidden_channels = positive_int("hidden_channels", hidden_channels)
         self.residual_channels = positive_int("residual_channels", residual_channels)
         self.num_residual_layers = positive_int("num_residual_layers", num_residual_layers)
-        if not data_variance > 0:
-            raise ValueError(
-                f"`data_variance` must be positive. Received: data_variance={data_variance!r}"
-            )
-        self.data_variance = float(data_variance)
+        self.data_variance = finite_float("data_variance", data_variance, low=0, low_open=True)
 
     def _init_metrics(self):
         quantizers = self._level_quantizers()
@@ -291,11 +288,23 @@ class QuantizedAutoencoder(keras.Model):
         }
 
     def encode_levels(self, images):
-        """{level: int32 code map} of ``images``, top first."""
+        """{level: int32 code map} of ``images``, top first.
+
+        Raises:
+            TypeError: non-float images.
+            ValueError: a wrong shape; in eager mode also NaN / Inf values or
+                values outside [-0.5, 1.5] (`check_image_values`).
+        """
         return dict(zip(self.levels, self._encode_codes(images)))
 
     def decode_levels(self, codes):
-        """float32 images from ``{level: integer code map}`` (every level)."""
+        """float32 images from ``{level: integer code map}`` (every level).
+
+        Raises:
+            KeyError: a level of the model is missing from ``codes``.
+            TypeError: non-integer codes.
+            ValueError: a wrong rank or shape; in eager mode codes out of range.
+        """
         return self._decode_codes(tuple(codes[level] for level in self.levels))
 
     # ---------------------------------------------------------- training

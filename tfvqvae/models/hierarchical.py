@@ -80,7 +80,11 @@ def level_names(num_levels):
 
 
 def level_factors(num_levels):
-    """{level: image size / code-map size}, top first: 2**(L+1), …, 8, 4."""
+    """{level: image size / code-map size}, top first: 2**(L+1), …, 8, 4.
+
+    Raises:
+        ValueError: ``num_levels`` is not a positive integer.
+    """
     names = level_names(num_levels)
     return {
         level: BOTTOM_FACTOR * 2 ** (len(names) - 1 - k) for k, level in enumerate(names)
@@ -131,6 +135,17 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
             to 1.0.
         **kwargs: base `keras.Model` arguments (``name``, ``dtype``: a dtype
             policy such as ``"mixed_bfloat16"``, given to every layer).
+
+    Raises:
+        ValueError: a size that is not a positive int (``num_levels``, ``image_channels``,
+            ``hidden_channels``, ``residual_channels``, ``num_residual_layers``), or a
+            ``data_variance`` that is not a finite number > 0; e.g.
+            "`data_variance` must be a finite number > 0. Received:
+            data_variance=0".
+            Also ``quantizers`` that is not a list of ``num_levels`` entries,
+            or holds one instance twice (each level has its own codebook).
+        TypeError: a ``quantizers`` entry that is not a `VectorQuantizer` /
+            `VectorQuantizerEMA` instance (or the serialized config of one).
 
     Example:
 

@@ -38,21 +38,26 @@ import tensorflow as tf
 from tfvqvae.distribute import multi_worker_logs
 from tfvqvae.layers.gated_block import GatedBlock
 from tfvqvae.models.autoencoder import apply_gradients_if_finite
+from tfvqvae.validation import odd_positive_int
+from tfvqvae.validation import one_of
 from tfvqvae.validation import positive_int
 from tfvqvae.models.dtype_config import from_config_with_policy
 from tfvqvae.models.dtype_config import with_dtype_policy
 
 
 def _shape2(name, value, allow_none=False):
+    """``value`` as a tuple (height, width) of positive ints, else a ValueError naming it."""
     if allow_none and value is None:
         return None
     try:
-        value = tuple(int(v) for v in value)
-    except TypeError:
-        value = None
-    if value is None or len(value) != 2 or min(value) < 1:
-        raise ValueError(f"`{name}` must be (height, width). Received: {name}={value!r}")
-    return value
+        shape = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        shape = None
+    if shape is None or len(shape) != 2 or min(shape) < 1:
+        raise ValueError(
+            f"`{name}` must be (height, width), two positive integers. Received: {name}={value!r}"
+        )
+    return shape
 
 
 @keras.saving.register_keras_serializable(package="tfvqvae")
@@ -87,6 +92,21 @@ class PixelCNNPrior(keras.Model):
             to 32.
         **kwargs: base `keras.Model` arguments (``name``, ``dtype``: a dtype
             policy such as ``"mixed_bfloat16"``, given to every layer).
+
+    Raises:
+        ValueError: ``num_embeddings``, ``hidden_channels``, ``num_blocks``,
+            ``condition_channels`` (and ``num_classes``,
+            ``condition_num_embeddings`` when given) not positive ints; a
+            ``kernel_size`` that is not an odd positive int ("`kernel_size`
+            must be an odd positive integer. Received: kernel_size=4");
+            ``code_shape`` / ``condition_shape`` not (height, width) of
+            positive ints; ``condition_num_embeddings`` without
+            ``condition_shape`` or the reverse; a ``code_shape`` that is not a
+            multiple of ``condition_shape``.
+
+    Reference:
+        https://arxiv.org/abs/1606.05328 (gated PixelCNN);
+        https://arxiv.org/abs/1906.00446 (its use as a VQ-VAE-2 prior).
     """
 
     def __init__(
@@ -107,9 +127,7 @@ class PixelCNNPrior(keras.Model):
         self.code_shape = _shape2("code_shape", code_shape)
         self.hidden_channels = positive_int("hidden_channels", hidden_channels)
         self.num_blocks = positive_int("num_blocks", num_blocks)
-        if positive_int("kernel_size", kernel_size) % 2 == 0:
-            raise ValueError(f"`kernel_size` must be odd. Received: kernel_size={kernel_size}")
-        self.kernel_size = kernel_size
+        self.kernel_size = odd_positive_int("kernel_size", kernel_size)
         self.num_classes = positive_int("num_classes", num_classes, allow_none=True)
         self.condition_num_embeddings = positive_int(
             "condition_num_embeddings", condition_num_embeddings, allow_none=True
@@ -126,8 +144,8 @@ class PixelCNNPrior(keras.Model):
             or self.code_shape[1] % self.condition_shape[1]
         ):
             raise ValueError(
-                f"code_shape {self.code_shape} must be a multiple of condition_shape "
-                f"{self.condition_shape}"
+                "`code_shape` must be a multiple of `condition_shape` in height and width. "
+                f"Received: code_shape={self.code_shape}, condition_shape={self.condition_shape}"
             )
         self.condition_channels = positive_int("condition_channels", condition_channels)
         conditioned = self.condition_shape is not None
@@ -181,6 +199,13 @@ class PixelCNNPrior(keras.Model):
         """Validates prior inputs; returns (codes, labels, condition) as tensors.
 
         Shapes are checked always, value ranges when executing eagerly.
+
+        Raises:
+            TypeError: non-integer codes, labels or condition.
+            ValueError: a wrong shape; labels for a prior without classes or
+                none for a class-conditional one; a condition map for a prior
+                without one or none for a conditioned one; inputs of different
+                batch sizes; in eager mode values out of range.
         """
         if codes is not None:
             codes = self._check_map("codes", codes, self.code_shape, self.num_embeddings)
@@ -346,13 +371,15 @@ class PixelCNNPrior(keras.Model):
 
         Raises:
             ValueError: an unknown ``method``, a temperature that is not a
-                finite positive number (0, negative, NaN, Inf), bad labels /
-                condition, or no way to tell the number of samples.
+                finite number > 0 (0, negative, NaN, Inf), a ``num_samples``
+                that is not a positive int, bad labels / condition (see
+                `check_inputs`), or no way to tell the number of samples.
+            TypeError: a temperature that is not a number, non-integer
+                labels / condition.
         """
         from tfvqvae.models import sampling
 
-        if method not in ("cached", "naive"):
-            raise ValueError(f"`method` must be 'cached' or 'naive'. Received: method={method!r}")
+        one_of("method", method, sampling.METHODS)
         temperature = sampling.check_temperature(temperature)
         _, labels, condition = self.check_inputs(labels=labels, condition=condition)
         sizes = {t.shape[0] for t in (labels, condition) if t is not None}

@@ -26,10 +26,16 @@ level k with seed ``seed + LEVEL_SEED_STRIDE * k``, for 1, 2 or any number
 of levels; both give the same codes.
 """
 
-import math
+import numbers
 import weakref
 
 import tensorflow as tf
+
+from tfvqvae.validation import finite_float
+from tfvqvae.validation import one_of
+
+# The samplers, by name (``method``).
+METHODS = ("cached", "naive")
 
 # Levels of a hierarchy are sampled with seeds seed + LEVEL_SEED_STRIDE * i
 # (top first), so one seed fixes a whole sample.
@@ -53,26 +59,27 @@ def gumbel_noise(batch, height, width, num_embeddings, seed):
 def check_temperature(temperature):
     """``temperature`` as a Python float once it is a finite number > 0.
 
+    A Python or NumPy real number, or a scalar tensor / array holding one.
+
     Raises:
-        TypeError: not a real number (a string, None, a non-scalar).
+        TypeError: not a real number (a string, None, a bool, a non-scalar):
+            "`temperature` must be a finite number > 0. Received: ...".
         ValueError: 0, negative, NaN or Inf (Inf would make every draw
-            uniform noise; NaN every code 0).
+            uniform noise; NaN every code 0), in the same words.
     """
-    try:
-        if isinstance(temperature, (bool, str, bytes)) or temperature is None:
-            raise TypeError
-        value = float(temperature)
-    except (TypeError, ValueError):
+    value = temperature
+    if not isinstance(value, numbers.Real):  # a scalar tensor or array
+        try:
+            if isinstance(value, (str, bytes)) or value is None:
+                raise TypeError
+            value = float(value)
+        except (TypeError, ValueError):
+            value = None
+    if value is None or isinstance(value, bool):
         raise TypeError(
-            "`temperature` must be a finite positive number. "
-            f"Received: temperature={temperature!r}"
-        ) from None
-    if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(
-            "`temperature` must be positive and finite. "
-            f"Received: temperature={temperature!r}"
+            f"`temperature` must be a finite number > 0. Received: temperature={temperature!r}"
         )
-    return value
+    return finite_float("temperature", value, low=0, low_open=True)
 
 
 def sample(prior, method, batch, labels, condition, temperature, seed):
@@ -80,6 +87,7 @@ def sample(prior, method, batch, labels, condition, temperature, seed):
 
     Raises:
         ValueError: ``temperature`` is not a finite number > 0.
+        TypeError: ``temperature`` is not a number (`check_temperature`).
     """
     temperature = check_temperature(temperature)
     cache = _COMPILED.setdefault(prior, {})
@@ -281,7 +289,9 @@ def sample_levels(priors, num_samples=None, labels=None, temperature=1.0, seed=0
 
     Raises:
         ValueError: a broken chain (`check_chain`), or the prior's own
-            refusals (method, temperature, labels, number of samples).
+            refusals (method, temperature, labels, number of samples; see
+            `PixelCNNPrior.sample`).
+        TypeError: a temperature that is not a number, non-integer labels.
     """
     codes = {}
     above = None
@@ -305,10 +315,15 @@ def levels_sampler(priors, batch, method="cached"):
     seed): wrap it in ``tf.function`` (an exporter's signature does).
     ``labels`` is an int32 (B,) tensor, or an empty one when no prior is
     class-conditional; ``batch`` an int or a scalar tensor; ``seed`` an
-    int64 scalar.
+    int64 scalar. The temperature is not checked here (a tensor inside a
+    graph): an exporter checks it in the graph.
+
+    Raises:
+        ValueError: an unknown ``method`` ("`method` must be one of
+            ('cached', 'naive'). Received: method=..."), or a broken chain
+            (`check_chain`).
     """
-    if method not in ("cached", "naive"):
-        raise ValueError(f"`method` must be 'cached' or 'naive'. Received: method={method!r}")
+    one_of("method", method, METHODS)
     build = naive_sampler if method == "naive" else cached_sampler
     chain = [(level, prior, build(prior, batch)) for level, prior in check_chain(priors)]
     empty = tf.zeros([0], tf.int32)

@@ -62,6 +62,15 @@ class VQVAE(QuantizedAutoencoder):
         **kwargs: base `keras.Model` arguments (``name``, ``dtype``: a dtype
             policy such as ``"mixed_bfloat16"``, given to every layer).
 
+    Raises:
+        ValueError: a size that is not a positive int (``image_channels``, ``hidden_channels``,
+            ``residual_channels``, ``num_residual_layers``, ``num_downsamples``), or a
+            ``data_variance`` that is not a finite number > 0; e.g.
+            "`data_variance` must be a finite number > 0. Received:
+            data_variance=0".
+        TypeError: a ``quantizer`` that is not a `VectorQuantizer` /
+            `VectorQuantizerEMA` instance (or the serialized config of one).
+
     Levels API (shared with `HierarchicalVQVAE`): one level, ``"top"``;
     ``encode_levels(x)`` is ``{"top": encode(x)}``.
 
@@ -76,6 +85,9 @@ class VQVAE(QuantizedAutoencoder):
     TensorShape([8, 4, 4])
     >>> model.decode(model.encode(x)).shape
     TensorShape([8, 16, 16, 1])
+
+    Reference:
+        https://arxiv.org/abs/1711.00937
     """
 
     def __init__(
@@ -154,7 +166,15 @@ class VQVAE(QuantizedAutoencoder):
         return self.quantizer.indices(z_e)
 
     def decode(self, codes):
-        """float32 images from an integer code map with values in [0, K)."""
+        """float32 images from an integer code map with values in [0, K).
+
+        Args:
+            codes: int (batch, h, w).
+
+        Raises:
+            TypeError: non-integer codes.
+            ValueError: a rank other than 3; in eager mode codes out of range.
+        """
         latents = self.quantizer.lookup(self._check_codes(codes))
         return tf.cast(self.decoder(latents, training=False), tf.float32)
 

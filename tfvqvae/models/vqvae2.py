@@ -85,6 +85,17 @@ class VQVAE2(HierarchicalVQVAE):
         **kwargs: base `keras.Model` arguments (``name``, ``dtype``: a dtype
             policy such as ``"mixed_bfloat16"``, given to every layer).
 
+    Raises:
+        ValueError: a size that is not a positive int (``image_channels``, ``hidden_channels``,
+            ``residual_channels``, ``num_residual_layers``), or a
+            ``data_variance`` that is not a finite number > 0; e.g.
+            "`data_variance` must be a finite number > 0. Received:
+            data_variance=0".
+            Also ``top_quantizer`` and ``bottom_quantizer`` being the same
+            instance.
+        TypeError: a ``top_quantizer`` or ``bottom_quantizer`` that is not a `VectorQuantizer` /
+            `VectorQuantizerEMA` instance (or the serialized config of one).
+
     Example:
 
     >>> import numpy as np
@@ -132,6 +143,15 @@ class VQVAE2(HierarchicalVQVAE):
         """float32 images from integer code maps with values in [0, K_top) / [0, K_bottom).
 
         The bottom map must be exactly twice the top map's height and width.
+
+        Args:
+            top_codes: int (batch, H/8, W/8).
+            bottom_codes: int (batch, H/4, W/4).
+
+        Raises:
+            TypeError: non-integer codes.
+            ValueError: a wrong rank, maps whose batch sizes or sizes do not
+                match; in eager mode codes out of range.
         """
         return super().decode(top_codes, bottom_codes)
 
