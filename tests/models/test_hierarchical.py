@@ -277,3 +277,27 @@ def test_dtype_policy_by_argument(tmp_path, policy):
     assert keras.config.dtype_policy().name == "float32"  # loading set nothing globally
     assert all(layer.dtype_policy.name == policy for layer in _non_input_layers(loaded))
     np.testing.assert_array_equal(numpy(loaded(x)), numpy(reconstruction))
+
+
+def test_decode_top_levels_zeroes_the_levels_below():
+    """Figure 3 of VQ-VAE-2: top only, top + middle, all. The reference is the
+    decoder called by hand on the looked-up maps with the lower ones zeroed."""
+    model = tiny(3)
+    codes = model.encode(images(2, 32, 32))
+    np.testing.assert_array_equal(numpy(model.decode_top_levels(codes, 3)),
+                                  numpy(model.decode(*codes)))
+    maps = [numpy(getattr(model, f"{level}_quantizer").lookup(c))
+            for level, c in zip(model.levels, codes)]
+    outputs = []
+    for keep in (1, 2):
+        inputs = [m if k < keep else np.zeros_like(m) for k, m in enumerate(maps)]
+        expected = numpy(model.decoder(inputs, training=False))
+        got = numpy(model.decode_top_levels(codes, keep))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        outputs.append(got)
+    assert np.abs(outputs[0] - outputs[1]).max() > 0  # the middle level adds something
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match=f"num_levels={bad}"):
+            model.decode_top_levels(codes, bad)
+    with pytest.raises(TypeError, match="3 code maps"):
+        model.decode_top_levels(codes[:2], 1)

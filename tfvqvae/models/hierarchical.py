@@ -365,6 +365,47 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
         ]
         return self._decode_latents(latents, training=False)
 
+    def decode_top_levels(self, codes, num_levels):
+        """Images decoded from the top ``num_levels`` code maps alone (VQ-VAE-2, Figure 3).
+
+        The decoder reads every level; here the quantised maps of the levels
+        below the kept ones are zero vectors, so each kept level's
+        contribution shows on its own: top only, top and middle, ..., all.
+
+        Args:
+            codes: int code maps, one per level, top first (as `encode`
+                returns them).
+            num_levels: how many levels to keep, from the top: 1 ..
+                ``num_levels`` of the model (all: the same as `decode`).
+
+        Returns:
+            float32 (batch, H, W, image_channels).
+
+        Raises:
+            TypeError / ValueError: as `decode`, and ``num_levels`` outside
+                [1, L] ("`num_levels` must be ... Received: ...").
+        """
+        keep = positive_int("num_levels", num_levels)
+        if keep > len(self._names):
+            raise ValueError(
+                f"`num_levels` must be at most {len(self._names)} (the model's levels). "
+                f"Received: num_levels={num_levels!r}"
+            )
+        if len(codes) != len(self._names):
+            raise TypeError(
+                f"decode_top_levels takes {len(self._names)} code maps "
+                f"({', '.join(self._names)}), top first. Received: {len(codes)}"
+            )
+        codes = [
+            self._check_codes(c, f"{level}_codes") for level, c in zip(self._names, codes)
+        ]
+        self._check_level_shapes(codes)
+        latents = [
+            self._network("quantizer", level).lookup(c) for level, c in zip(self._names, codes)
+        ]
+        latents = [z if k < keep else tf.zeros_like(z) for k, z in enumerate(latents)]
+        return self._decode_latents(latents, training=False)
+
     def _encode_codes(self, images):
         return self.encode(images)
 
