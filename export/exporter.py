@@ -31,8 +31,6 @@ import tensorflow as tf
 
 import tfvqvae
 from tfvqvae import atomic
-from tfvqvae.finite import describe_nonfinite
-from tfvqvae.finite import nonfinite_weights
 from tfvqvae.export import onnx as onnx_export
 from tfvqvae.export import signatures
 from tfvqvae.export import tflite as tflite_export
@@ -47,6 +45,9 @@ from tfvqvae.export.saved_model import export_saved_model
 from tfvqvae.export.saved_model import serving_dir
 from tfvqvae.export.verify import SavedModelRunner
 from tfvqvae.export.verify import verify_runners
+from tfvqvae.finite import describe_nonfinite
+from tfvqvae.finite import nonfinite_weights
+from tfvqvae.run_folder import model_file
 from tfvqvae.run_folder import prior_dir
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -155,7 +156,7 @@ def check_finite_weights(model, path):
     Every weight counts, trainable or not (the codebook, EMA statistics, ...).
 
     Args:
-        model: a Keras model (a `VQVAE`, `VQVAE2` or `PixelCNNPrior`).
+        model: a Keras model (a `VQVAE`, `VQVAE2`, `HierarchicalVQVAE` or `PixelCNNPrior`).
         path: the file it was loaded from, for the message.
 
     Raises:
@@ -233,9 +234,9 @@ def export_run(
     recover_stale(out)  # what an export to ``out`` killed earlier left behind
     refuse_existing(out, overwrite, MANIFEST)  # before any slow work
     run = load_run(model_dir, image_size=image_size, data_dir=data_dir)
-    check_finite_weights(run.model, run.path / "model.keras")
+    check_finite_weights(run.model, model_file(run.path))
     for level, prior in run.priors.items():
-        check_finite_weights(prior, prior_dir(run.path, level) / "model.keras")
+        check_finite_weights(prior, model_file(prior_dir(run.path, level)))
     resolved = out.resolve()
     if resolved == run.path.resolve() or resolved in run.path.resolve().parents:
         raise ValueError(f"--out must not be the run folder or hold it. Received: out={out}")

@@ -1,9 +1,12 @@
 """A ``tfvqvae train`` run folder, as the exporters read it.
 
-    RUN/model.keras          the trained VQVAE / VQVAE2 (required)
-    RUN/config.json          its TrainConfig: dataset, data_dir, image_size
-    RUN/prior-top/model.keras, RUN/prior-bottom/model.keras
-                             priors of ``tfvqvae train-prior`` (optional)
+    RUN/model.keras               the trained VQVAE / VQVAE2 / HierarchicalVQVAE (required)
+    RUN/config.json               its TrainConfig: dataset, data_dir, image_size
+    RUN/prior-<level>/model.keras the priors of ``tfvqvae train-prior`` (optional)
+
+The layout and its loading belong to `tfvqvae.run_folder`; this module adds
+what an export needs on top: the graphs' image shape and the check that each
+prior fits its level (and, below the top, the level above it).
 
 The exported graphs have a fixed image height and width: the run's
 ``image_size``, or the dataset's own size when the run did not resize.
@@ -17,10 +20,13 @@ import numpy as np
 from tfvqvae.data import from_numpy
 from tfvqvae.models.autoencoder import QuantizedAutoencoder
 from tfvqvae.models.pixelcnn_prior import PixelCNNPrior
-from tfvqvae.run_folder import load_keras_file
+from tfvqvae.run_folder import config_file
+from tfvqvae.run_folder import load_model
+from tfvqvae.run_folder import load_priors
 from tfvqvae.run_folder import load_run_images
+from tfvqvae.run_folder import model_file
 from tfvqvae.run_folder import prior_dir
-from tfvqvae.run_folder import read_config
+from tfvqvae.run_folder import read_run_config
 
 
 @dataclasses.dataclass
@@ -69,7 +75,7 @@ class RunFolder:
         dataset_name = self.config.get("dataset")
         if not dataset_name:
             raise ValueError(
-                f"{self.path / 'config.json'} names no dataset: the run's images cannot be "
+                f"{config_file(self.path)} names no dataset: the run's images cannot be "
                 "loaded (verification and int8 calibration need them)."
             )
         dataset = load_run_images(self.config, split, data_dir=self.data_dir)
@@ -86,22 +92,6 @@ class RunFolder:
         return np.concatenate([batch.numpy() for batch in batches])
 
 
-def _check_folder(path):
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Run folder not found: {path}")
-    if not path.is_dir():
-        raise NotADirectoryError(
-            f"--run must be a run folder of `tfvqvae train`; {path} is a file."
-        )
-    if not (path / "model.keras").is_file():
-        raise FileNotFoundError(
-            f"{path} is not a tfvqvae run folder: it has no model.keras "
-            f"(train one with `tfvqvae train --out {path}`)."
-        )
-    return path
-
-
 def _image_shape(model, config, image_size, data_dir, path):
     size = image_size if image_size is not None else config.get("image_size")
     if size is not None:
@@ -112,7 +102,7 @@ def _image_shape(model, config, image_size, data_dir, path):
     else:
         if not config.get("dataset"):
             raise FileNotFoundError(
-                f"{path / 'config.json'} is missing or names no dataset: pass image_size "
+                f"{config_file(path)} is missing or names no dataset: pass image_size "
                 "(--image-size) to fix the exported image size."
             )
         height, width, _ = load_run_images(config, "test", data_dir=data_dir).image_shape
@@ -137,13 +127,18 @@ def _check_prior(prior, level, model, image_shape, path):
             f"the model's {level} level has {expected[0]} codes on a {expected[1]} map at "
             f"image size {image_shape[0]}x{image_shape[1]}."
         )
-    if prior.is_conditioned:
-        top = (model.level_num_embeddings["top"], tuple(shapes["top"]))
+    levels = list(model.levels)
+    above = levels[levels.index(level) - 1] if levels.index(level) > 0 else None
+    if prior.is_conditioned:  # the chain: each lower prior is given the level above it
         condition = (prior.condition_num_embeddings, tuple(prior.condition_shape))
-        if level == "top" or condition != top:
+        wanted = None if above is None else (
+            model.level_num_embeddings[above], tuple(shapes[above]))
+        if condition != wanted:
+            where = ("the top level takes no condition map" if above is None else
+                     f"the level above, {above}, has {wanted[0]} codes on a {wanted[1]} map")
             raise ValueError(
                 f"The {level} prior at {path} is conditioned on {condition[0]} codes on a "
-                f"{condition[1]} map, which is not the model's top level {top}."
+                f"{condition[1]} map, but {where}."
             )
 
 
@@ -166,23 +161,14 @@ def load_run(path, image_size=None, data_dir=None):
         NotADirectoryError: ``path`` is a file.
         ValueError: model.keras is not a VQ-VAE, or a prior does not fit it.
     """
-    path = _check_folder(path)
-    model = load_keras_file(path / "model.keras", "model", compile=False)
-    if not isinstance(model, QuantizedAutoencoder):
-        raise ValueError(
-            f"{path / 'model.keras'} holds a {type(model).__name__}, not a tfvqvae VQVAE or VQVAE2."
-        )
-    config_path = path / "config.json"
-    config = read_config(config_path) if config_path.is_file() else {}
+    path = Path(path)
+    model = load_model(path, compile=False)
+    config = read_run_config(path, missing_ok=True)
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
     image_shape = _image_shape(model, config, image_size, data_dir, path)
-    priors = {}
-    for level in model.levels:
-        prior_path = prior_dir(path, level) / "model.keras"
-        if prior_path.is_file():
-            prior = load_keras_file(prior_path, f"{level} prior", compile=False)
-            _check_prior(prior, level, model, image_shape, prior_path)
-            priors[level] = prior
+    priors = load_priors(path, model.levels, required=False, compile=False)
+    for level, prior in priors.items():
+        _check_prior(prior, level, model, image_shape, model_file(prior_dir(path, level)))
     return RunFolder(
         path=path,
         name=path.resolve().name,

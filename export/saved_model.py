@@ -64,7 +64,7 @@ def build_archive(model, image_shape, priors=None, sample_method="cached"):
     """The `keras.export.ExportArchive` with every endpoint of the export.
 
     Args:
-        model: a `VQVAE` or `VQVAE2`.
+        model: a `VQVAE`, `VQVAE2` or `HierarchicalVQVAE` (any number of levels).
         image_shape: (H, W, C) of the images the graphs take.
         priors: {level: `PixelCNNPrior`} for every level, to add ``sample``;
             None or {} for none.
@@ -97,7 +97,7 @@ def export_saved_model(
     """Writes the SavedModel to ``export_dir``, whole or not at all.
 
     Args:
-        model: a `VQVAE` or `VQVAE2`.
+        model: a `VQVAE`, `VQVAE2` or `HierarchicalVQVAE` (any number of levels).
         export_dir: the folder to create (for TF Serving,
             `serving_dir(out, name, version)`).
         image_shape: (H, W, C) of the images the graphs take.

@@ -10,8 +10,10 @@ each level's code map (``model.code_shapes((H, W))``)::
                  labels int32 (B,)  or  num_samples int32 ()
                                                          -> <level>_codes int32, images float32
 
-``<level>`` is ``top`` for a VQVAE and ``top``, ``bottom`` for a VQVAE2 (the
-levels API: ``model.levels``). Images are float32 in [0, 1]; the images that
+``<level>`` is every level of the model, top first (the levels API:
+``model.levels``): ``top`` for a VQVAE, ``top``, ``bottom`` for a VQVAE2,
+``top``, ``middle``, ``bottom`` for a three-level `HierarchicalVQVAE`, and
+so on (`tfvqvae.models.level_names`). Images are float32 in [0, 1]; the images that
 come out are the decoder's output, not clipped (as ``model.decode``).
 
 Checks inside the graphs. Each input's height, width and channels are
@@ -43,18 +45,19 @@ codes chosen by the runtime's arg-min over NaN distances and ``reconstruct``
 returns the (finite) images decoded from them, silently. Check
 ``np.isfinite(images).all()`` before calling a converted model.
 
-``sample`` (SavedModel only) runs the library's own samplers
-(`tfvqvae.models.sampling`, naive or cached) for every level, top first, the
-bottom level given the sampled top codes, with the seeds that
-`tfvqvae.training.sample.sample_codes` uses (``seed + 1000 * level index``):
-the same seed and temperature give the same codes and images as in Keras.
+``sample`` (SavedModel only) runs the library's one hierarchical sampler,
+`tfvqvae.models.sampling.levels_sampler` (naive or cached), the graph twin of
+`sample_levels` that ``tfvqvae sample`` runs: every level top first, each
+level below the top given the codes just drawn for the level directly above,
+level k with seed ``seed + 1000 * k``. The same seed and temperature give the
+same codes and images as in Keras.
 """
 
 import tensorflow as tf
 
 from tfvqvae.models import sampling
 
-# Seed of level i is seed + LEVEL_SEED_STRIDE * i, as in training.sample.sample_codes.
+# Seed of level i is seed + LEVEL_SEED_STRIDE * i (`sampling.sample_levels`).
 LEVEL_SEED_STRIDE = sampling.LEVEL_SEED_STRIDE
 
 SAMPLE_METHODS = ("cached", "naive")
@@ -190,18 +193,25 @@ def make_sample(model, priors, method="cached"):
     """sample(seed, temperature, labels | num_samples) -> codes of every level and images.
 
     Args:
-        model: the VQVAE / VQVAE2.
-        priors: {level: PixelCNNPrior} for every level of ``model``.
+        model: the VQVAE / VQVAE2 / HierarchicalVQVAE.
+        priors: {level: PixelCNNPrior} for every level of ``model``: a chain
+            (`sampling.check_chain`), the top prior unconditioned and each
+            lower one conditioned on the level directly above.
         method: "cached" or "naive": which sampler runs inside the graph
             (both give the same codes). Defaults to "cached".
+
+    Raises:
+        ValueError: an unknown method, a level without a prior, or priors
+            that do not form a chain.
     """
     if method not in SAMPLE_METHODS:
         raise ValueError(f"`method` must be 'cached' or 'naive'. Received: method={method!r}")
     missing = [level for level in model.levels if level not in priors]
     if missing:
         raise ValueError(f"The sample signature needs a prior for every level; missing: {missing}")
-    num_classes = sample_num_classes(priors)
-    build = sampling.cached_sampler if method == "cached" else sampling.naive_sampler
+    chain = {level: priors[level] for level in model.levels}  # top first
+    sampling.check_chain(chain)  # refused here, not while tracing
+    num_classes = sample_num_classes(chain)
     empty = tf.zeros([0], tf.int32)
 
     def draw(seed, temperature, labels, batch):
@@ -213,16 +223,7 @@ def make_sample(model, priors, method="cached"):
         )
         with tf.control_dependencies([valid]):
             temperature = tf.identity(temperature)
-        codes = {}
-        for index, level in enumerate(model.levels):
-            prior = priors[level]
-            run = build(prior, batch)
-            codes[level] = run(
-                labels if prior.num_classes is not None else empty,
-                codes["top"] if prior.is_conditioned else empty,
-                temperature,
-                seed + LEVEL_SEED_STRIDE * index,
-            )
+        codes = sampling.levels_sampler(chain, batch, method)(labels, temperature, seed)
         outputs = {code_name(level): codes[level] for level in model.levels}
         outputs["images"] = model.decode_levels(codes)
         return outputs

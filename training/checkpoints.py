@@ -39,11 +39,12 @@ from tfvqvae.finite import check_finite_weights
 from tfvqvae.finite import describe_nonfinite
 from tfvqvae.finite import nonfinite_weights
 from tfvqvae.killpoints import killpoint
+from tfvqvae.run_folder import LATEST_FILE
 from tfvqvae.validation import positive_int
 
 logger = logging.getLogger(__name__)
 
-LATEST = "latest.json"
+LATEST = LATEST_FILE  # the pointer file: its name belongs to tfvqvae.run_folder
 
 
 def latest_state(folder):

@@ -17,18 +17,17 @@ from pathlib import Path
 from tfvqvae import atomic  # importing tfvqvae registers the models for load_model
 from tfvqvae.data import model_fingerprint
 from tfvqvae.data import read_code_metadata
-from tfvqvae.killpoints import killpoint
 from tfvqvae.data import write_codes
+from tfvqvae.killpoints import killpoint
+from tfvqvae.run_folder import code_file_name
+from tfvqvae.run_folder import codes_dir
+from tfvqvae.run_folder import config_file
 from tfvqvae.run_folder import load_keras_file
 from tfvqvae.run_folder import load_run_images
+from tfvqvae.run_folder import model_file
 from tfvqvae.run_folder import read_config
 
 DEFAULT_SPLITS = ("train", "test")
-
-
-def code_file_name(split):
-    """The file name of a split's codes: ``codes-<split>.tfrecord``."""
-    return f"codes-{split}.tfrecord"
 
 
 def _split_names(splits):
@@ -96,7 +95,7 @@ def extract_codes(
     if not run_dir.is_dir():
         raise FileNotFoundError(f"Run folder not found: {run_dir}")
     splits = _split_names(splits)
-    config_path = run_dir / "config.json"
+    config_path = config_file(run_dir)
     config = read_config(config_path) if config_path.is_file() else None
     if dataset is None:
         if config is None:
@@ -107,13 +106,13 @@ def extract_codes(
     if data_dir is None and config is not None:
         data_dir = config.get("data_dir")
     image_size = config.get("image_size") if config is not None else None
-    model_path = Path(model_path) if model_path is not None else run_dir / "model.keras"
+    model_path = Path(model_path) if model_path is not None else model_file(run_dir)
     if not model_path.is_file():
         raise FileNotFoundError(
             f"Model not found: {model_path} (train the run to the end, or pass --model-file)"
         )
 
-    out = Path(out) if out is not None else run_dir / "codes"
+    out = Path(out) if out is not None else codes_dir(run_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"Output path exists and is not a folder: {out}")
     paths = {split: out / code_file_name(split) for split in splits}

@@ -1,6 +1,7 @@
 """The whole of Algorithms 1 and 2 in one command: ``tfvqvae pipeline``.
 
-    train the VQ-VAE → extract codes → train a prior per level → sample images
+    train the VQ-VAE → extract codes → train a prior per level (top first, each
+    conditioned on the level above) → sample images
     → export (SavedModel, TFLite, ONNX) → verify the exports against Keras
 
 Each stage is the library function behind its own subcommand (`train`,
@@ -17,10 +18,12 @@ always run again.
 
 import json
 import time
-from pathlib import Path
 
 from tfvqvae.distribute import in_multi_worker_mode
 from tfvqvae.killpoints import killpoint
+from tfvqvae.models import level_names
+from tfvqvae.run_folder import export_dir
+from tfvqvae.run_folder import metrics_file
 from tfvqvae.run_folder import prior_dir
 from tfvqvae.training.config import PRIOR_PRESETS
 from tfvqvae.training.config import PriorConfig
@@ -36,6 +39,16 @@ from tfvqvae.training.train import train
 from tfvqvae.training.train_prior import train_prior
 
 
+def model_levels(config):
+    """The code levels, top first, of the model ``config`` trains (`level_names`):
+    ("top",) for "vqvae", ("top", "bottom") for "vqvae2", ``level_names(levels)``
+    for "hierarchical"; one prior is trained per level, in this order (each
+    below the top conditioned on the level directly above)."""
+    model = getattr(config, "model", "vqvae")
+    count = {"vqvae": 1, "vqvae2": 2}.get(model, getattr(config, "levels", None))
+    return level_names(count)
+
+
 def finished_metrics(folder, config):
     """The saved ``metrics.json`` of a training stage that finished with ``config``, or None.
 
@@ -45,7 +58,7 @@ def finished_metrics(folder, config):
     status, _ = run_status(folder, config)
     if status != "finished":
         return None
-    metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    metrics = json.loads(metrics_file(folder).read_text())
     return metrics if metrics.get("epochs") == config.epochs else None
 
 
@@ -93,7 +106,7 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
             "pipeline runs in one process; for multi-worker training run "
             "`tfvqvae train` / `train-prior` on every worker, then the other stages."
         )
-    levels = ("top", "bottom") if getattr(config, "model", "vqvae") == "vqvae2" else ("top",)
+    levels = model_levels(config)
     options = {"mixed_precision": config.mixed_precision,
                "jit_compile": config.jit_compile, **(prior_options or {})}
     prior_configs = [PriorConfig(run=config.out, level=level, seed=config.seed, **options)
@@ -120,7 +133,7 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
             prior_dir(config.out, prior_config.level), prior_config)
         if done is not None:
             summary[f"prior_{prior_config.level}"] = done["test"]
-            kept.append(f"prior-{prior_config.level}")
+            kept.append(prior_dir(config.out, prior_config.level).name)
             continue
         summary[f"prior_{prior_config.level}"] = train_prior(
             prior_config, overwrite=redo, verbose=verbose,
@@ -135,7 +148,7 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
         from tfvqvae.export import verify_export
 
         killpoint("pipeline:export")
-        result = export_run(config.out, Path(config.out) / "export", formats=export_formats,
+        result = export_run(config.out, export_dir(config.out), formats=export_formats,
                             overwrite=True)
         summary["export"] = {
             row.artifact: {"agreement_percent": row.agreement, "psnr_db": row.psnr_db}

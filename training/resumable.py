@@ -26,9 +26,16 @@ from tfvqvae.distribute import in_multi_worker_mode
 from tfvqvae.distribute import is_chief
 from tfvqvae.distribute import per_replica_batch_size
 from tfvqvae.distribute import precision_policy
+from tfvqvae.run_folder import HISTORY_FILE
+from tfvqvae.run_folder import LOGS_DIR
+from tfvqvae.run_folder import checkpoints_dir
+from tfvqvae.run_folder import config_file
+from tfvqvae.run_folder import history_file
 from tfvqvae.run_folder import load_keras_file
+from tfvqvae.run_folder import metrics_file
 from tfvqvae.training.checkpoints import EpochCheckpoint
 from tfvqvae.training.checkpoints import StepBackup
+from tfvqvae.training.checkpoints import check_finite_result
 from tfvqvae.training.checkpoints import StopOnNonFinite
 from tfvqvae.training.checkpoints import checkpoint_candidates
 from tfvqvae.training.checkpoints import latest_state
@@ -101,15 +108,15 @@ def run_status(out, config):
     out = Path(out)
     if not out.is_dir() or not _entries(out):
         return "empty", None
-    if config is None or not (out / "config.json").is_file():
+    if config is None or not config_file(out).is_file():
         return "foreign", None
     try:
-        saved = type(config).load(out / "config.json")
+        saved = type(config).load(config_file(out))
     except (ValueError, TypeError):
         return "foreign", None
     if config_differences(saved, config):
         return "different", saved
-    return ("finished" if (out / "metrics.json").is_file() else "unfinished"), saved
+    return ("finished" if metrics_file(out).is_file() else "unfinished"), saved
 
 
 def prepare_output(out, resume, overwrite, config=None):
@@ -175,7 +182,7 @@ def check_same_config(out, config):
     """
     if config is None:
         return
-    saved = type(config).load(Path(out) / "config.json")
+    saved = type(config).load(config_file(out))
     differences = config_differences(saved, config)
     if differences:
         raise ValueError(
@@ -197,7 +204,7 @@ def create_output(out, overwrite, restart=False):
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale_temporaries(out)
     if restart:
-        for partial in ("logs", "history.csv"):
+        for partial in (LOGS_DIR, HISTORY_FILE):
             if (out / partial).is_dir():
                 shutil.rmtree(out / partial)
             elif (out / partial).exists():
@@ -215,7 +222,7 @@ def check_resumable(out):
     missing = None
     if not out.is_dir():
         missing = "the folder does not exist"
-    elif not (out / "config.json").is_file():
+    elif not config_file(out).is_file():
         missing = "no config.json"
     if missing:
         raise FileNotFoundError(
@@ -266,8 +273,8 @@ def start_run(folder, config, resume, overwrite, strategy, check=None):
         updates = {"epochs": config.epochs}
         if hasattr(config, "out"):
             updates["out"] = str(out)
-        config = dataclasses.replace(type(config).load(out / "config.json"), **updates)
-        restart = not _has_checkpoint(out / "checkpoints")
+        config = dataclasses.replace(type(config).load(config_file(out)), **updates)
+        restart = not _has_checkpoint(checkpoints_dir(out))
         if restart:
             logger.warning("%s has no checkpoint yet: training starts again from step 0.", out)
     checked = check(config) if check is not None else None
@@ -296,7 +303,7 @@ def restore_or_build(out, resume, steps_per_epoch, strategy, config, build):
     """
     with strategy.scope():
         if resume:
-            loaded = load_newest_checkpoint(Path(out) / "checkpoints", steps_per_epoch)
+            loaded = load_newest_checkpoint(checkpoints_dir(out), steps_per_epoch)
             if loaded is not None:
                 return loaded
         with precision_policy(config.mixed_precision):
@@ -459,3 +466,37 @@ def resumable_fit(
         )
         first_epoch, skip = last_epoch, 0
     return history
+
+
+def fit_and_test(model, make_dataset, write, test_data, *, steps_per_epoch, epochs,
+                 initial_step, backup_every, callbacks=(), verbose="auto"):
+    """`resumable_fit` into the folder ``write``, then the test metrics of the final model.
+
+    Checkpoints go to ``write/checkpoints`` and the per-epoch log to
+    ``write/history.csv`` (`tfvqvae.run_folder`); ``test_data`` is also the
+    validation set of every epoch. What `train` and `train_prior` share.
+
+    Returns:
+        ``model.evaluate(test_data)`` as a dict.
+
+    Raises:
+        FloatingPointError: a non-finite step (`StopOnNonFinite`), or
+            non-finite final weights or test metrics (`check_finite_result`):
+            nothing non-finite was saved.
+    """
+    resumable_fit(
+        model,
+        make_dataset,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        initial_step=initial_step,
+        checkpoint_dir=checkpoints_dir(write),
+        backup_every=backup_every,
+        history_csv=history_file(write),
+        callbacks=callbacks,
+        validation_data=test_data,
+        verbose=verbose,
+    )
+    test = model.evaluate(test_data, return_dict=True, verbose=0)
+    check_finite_result(model, test, checkpoints_dir(write), step=epochs * steps_per_epoch)
+    return test

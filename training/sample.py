@@ -1,49 +1,41 @@
-"""Ancestral sampling top → bottom → decoder: the library behind ``tfvqvae sample``.
+"""Ancestral sampling down the levels, then the decoder: the library behind ``tfvqvae sample``.
 
-Algorithm 2 of VQ-VAE-2, lines 10-13: top codes from the top prior, bottom
-codes from the bottom prior given the top codes (a one-level VQVAE stops at
-the top), then the VQ-VAE decoder. The same ``seed`` gives the same images.
+Algorithm 2 of VQ-VAE-2, lines 10-13, for any number of levels: the top
+codes from the top prior, then each lower level's codes from its prior given
+the codes just drawn for the level directly above (bottom given top for
+VQ-VAE-2; middle given top, bottom given middle for three levels; a one-level
+VQVAE stops at the top), then the VQ-VAE decoder. The chain is the library's
+one hierarchical sampler, `tfvqvae.models.sampling.sample_levels`, which the
+exported ``sample`` signature runs too (`levels_sampler`): the same ``seed``
+gives the same codes and images in both.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from tfvqvae.models.sampling import LEVEL_SEED_STRIDE
-from tfvqvae.run_folder import load_keras_file
+from tfvqvae import run_folder
+from tfvqvae.models.sampling import check_chain
+from tfvqvae.models.sampling import sample_levels
+from tfvqvae.run_folder import samples_file
 from tfvqvae.training.images import save_png
 from tfvqvae.training.images import tile
-from tfvqvae.training.train_prior import load_vqvae
-from tfvqvae.run_folder import prior_dir
+
+# The sampler `sample_images` uses, under the name earlier releases exported:
+# sample_codes(priors, num_samples, labels, temperature, seed, method) ->
+# {level: int32 (B, h, w)}, top first. Not a second implementation.
+sample_codes = sample_levels
 
 
 def load_priors(run, model):
-    """{level: PixelCNNPrior} for every level of ``model``, from ``RUN/prior-<level>``."""
-    priors = {}
-    for level in model.levels:
-        path = prior_dir(run, level) / "model.keras"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"No {level} prior at {path}: run `tfvqvae train-prior --run {run} "
-                f"--level {level}` first."
-            )
-        priors[level] = load_keras_file(path, f"{level} prior")
-    return priors
+    """{level: PixelCNNPrior} for every level of ``model``, top first (`tfvqvae.run_folder.load_priors`).
 
-
-def sample_codes(priors, num_samples, labels=None, temperature=1.0, seed=0, method="cached"):
-    """{level: int32 (B, h, w)}: the top level first, each later level given the top."""
-    codes = {}
-    for offset, (level, prior) in enumerate(priors.items()):
-        codes[level] = prior.sample(
-            num_samples,
-            labels=labels if prior.num_classes is not None else None,
-            condition=codes["top"] if prior.is_conditioned else None,
-            temperature=temperature,
-            seed=seed + LEVEL_SEED_STRIDE * offset,
-            method=method,
-        )
-    return codes
+    Raises:
+        FileNotFoundError: a level has no prior (the message names the
+            ``train-prior`` command that makes it).
+        ValueError: a prior file cannot be loaded, or is not a prior.
+    """
+    return run_folder.load_priors(run, model.levels)
 
 
 def _labels(priors, num_samples, class_label):
@@ -74,11 +66,12 @@ def sample_images(run, num_samples=16, class_label=None, temperature=1.0, seed=0
         raise FileNotFoundError(
             f"--out {out}: the folder {Path(out).parent} does not exist (create it first)."
         )
-    out = Path(out) if out is not None else Path(run) / f"samples-seed{seed}.png"
-    model = load_vqvae(run)
+    out = Path(out) if out is not None else samples_file(run, seed)
+    model = run_folder.load_model(run)
     priors = load_priors(run, model)
+    check_chain(priors)  # a broken chain is named before anything is drawn
     labels = _labels(priors, num_samples, class_label)
-    codes = sample_codes(priors, num_samples, labels, temperature, seed, method)
+    codes = sample_levels(priors, num_samples, labels, temperature, seed, method)
     images = np.clip(model.decode_levels(codes).numpy(), 0.0, 1.0)
     save_png(out, tile(images, columns=min(8, num_samples)))
     return images, {k: v.numpy() for k, v in codes.items()}, out

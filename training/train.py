@@ -1,6 +1,8 @@
 """Train a VQ-VAE and write its artifacts: the library behind ``tfvqvae train``.
 
-``--model vqvae2`` trains the two-level `tfvqvae.VQVAE2` instead.
+``--model vqvae2`` trains the two-level `tfvqvae.VQVAE2` instead, and
+``--model hierarchical --levels L`` a `tfvqvae.HierarchicalVQVAE` with L code
+levels (top, middle, bottom for L = 3).
 
 Output folder::
 
@@ -11,7 +13,8 @@ Output folder::
     model.keras            the trained model
     reconstructions.png    test originals next to their reconstructions
     metrics.json           test MSE, PSNR, perplexity, usage %, dead codes
-                           (per level under "levels" for --model vqvae2)
+                           (per level under "levels" for a model
+                           with more than one level)
 
 Every file is written atomically; ``--resume`` continues a killed run from its
 last complete checkpoint.
@@ -26,27 +29,37 @@ import numpy as np
 
 import tfvqvae
 from tfvqvae import atomic
-from tfvqvae.killpoints import killpoint
 from tfvqvae.distribute import build_strategy
 from tfvqvae.distribute import split_cpu
+from tfvqvae.killpoints import killpoint
 from tfvqvae.metrics import psnr
+from tfvqvae.run_folder import checkpoints_dir
+from tfvqvae.run_folder import config_file
 from tfvqvae.run_folder import load_run_images
-from tfvqvae.training.config import PRESETS
-from tfvqvae.training.checkpoints import check_finite_result
+from tfvqvae.run_folder import logs_dir
+from tfvqvae.run_folder import metrics_file
+from tfvqvae.run_folder import model_file
+from tfvqvae.run_folder import reconstructions_file
 from tfvqvae.training.checkpoints import describe_latest
+from tfvqvae.training.config import PRESETS
 from tfvqvae.training.config import TrainConfig
 from tfvqvae.training.images import save_reconstruction_grid
 from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
 from tfvqvae.training.resumable import batch_distribution_options
+from tfvqvae.training.resumable import fit_and_test
 from tfvqvae.training.resumable import restore_or_build
-from tfvqvae.training.resumable import resumable_fit
 from tfvqvae.training.resumable import start_run
 from tfvqvae.training.resumable import steps_per_epoch_of
 from tfvqvae.training.resumable import write_folder
 
 
 def build_model(config, data_variance=1.0, image_channels=1):
-    """The `tfvqvae.VQVAE` (or `tfvqvae.VQVAE2`, ``model="vqvae2"``) of ``config``."""
+    """The model of ``config``: a `tfvqvae.VQVAE`, a `tfvqvae.VQVAE2` (``model="vqvae2"``)
+    or a `tfvqvae.HierarchicalVQVAE` of ``config.levels`` levels (``model="hierarchical"``).
+
+    Every level gets its own quantiser from the same settings; level k (top
+    = 0) is seeded with ``config.seed + k``.
+    """
     quantizer_class = (
         tfvqvae.VectorQuantizerEMA if config.quantizer == "ema" else tfvqvae.VectorQuantizer
     )
@@ -67,11 +80,16 @@ def build_model(config, data_variance=1.0, image_channels=1):
         num_residual_layers=config.num_residual_layers,
         data_variance=data_variance,
     )
+
+    def quantizers(count):
+        return [quantizer_class(**{**options, "seed": config.seed + k}) for k in range(count)]
+
     if config.model == "vqvae2":
-        return tfvqvae.VQVAE2(
-            top_quantizer=quantizer_class(**options),
-            bottom_quantizer=quantizer_class(**{**options, "seed": config.seed + 1}),
-            **sizes,
+        top, bottom = quantizers(2)
+        return tfvqvae.VQVAE2(top_quantizer=top, bottom_quantizer=bottom, **sizes)
+    if config.model == "hierarchical":
+        return tfvqvae.HierarchicalVQVAE(
+            num_levels=config.levels, quantizers=quantizers(config.levels), **sizes
         )
     return tfvqvae.VQVAE(
         num_downsamples=config.num_downsamples, quantizer=quantizer_class(**options), **sizes
@@ -79,32 +97,34 @@ def build_model(config, data_variance=1.0, image_channels=1):
 
 
 def _image_shape(dataset, config):
+    """(H, W, C) of the training images, once H and W fit the model (`TrainConfig.size_multiple`)."""
     height, width, channels = dataset.image_shape
     if config.image_size is not None:
         height = width = config.image_size
-    if config.model == "vqvae2":
-        if height % 8 or width % 8:
-            raise ValueError(
-                f"Image size {height}x{width} of dataset {config.dataset!r} is not "
-                "divisible by 8, which --model vqvae2 needs (top codes at 1/8 of "
-                "the image): pass --image-size."
-            )
+    multiple = config.size_multiple
+    if not (height % multiple or width % multiple):
         return height, width, channels
-    factor = 2**config.num_downsamples
-    if height % factor or width % factor:
-        raise ValueError(
-            f"Image size {height}x{width} of dataset {config.dataset!r} is not "
-            f"divisible by 2 ** num_downsamples = {factor}: pass --image-size "
-            "or change --num-downsamples."
-        )
-    return height, width, channels
+    if config.model == "vqvae":
+        reason = (f"divisible by 2 ** num_downsamples = {multiple}: pass --image-size "
+                  "or change --num-downsamples.")
+    elif config.model == "vqvae2":
+        reason = (f"divisible by {multiple}, which --model vqvae2 needs (top codes at 1/8 of "
+                  "the image): pass --image-size.")
+    else:
+        reason = (f"divisible by {multiple} = 2 ** (levels + 1), which --model hierarchical "
+                  f"--levels {config.levels} needs (top codes at 1/{multiple} of the image): "
+                  "pass --image-size or fewer --levels.")
+    raise ValueError(
+        f"Image size {height}x{width} of dataset {config.dataset!r} is not {reason}"
+    )
 
 
 def _test_metrics(model, test):
     """The ``"test"`` entry of metrics.json from ``evaluate``'s results.
 
-    A VQVAE keeps its flat keys; a VQVAE2 reports each level under
-    ``levels[level]`` with the same four names.
+    A one-level model (a VQVAE) keeps its flat keys; a model with several
+    levels (VQVAE2, HierarchicalVQVAE) reports each level under
+    ``levels[level]``, top first, with the same four names.
     """
     metrics = {
         "mse": test["mse"],
@@ -120,13 +140,13 @@ def _test_metrics(model, test):
             "num_embeddings": num_embeddings,
         }
 
-    if isinstance(model, tfvqvae.VQVAE2):
-        metrics["levels"] = {
-            level: level_metrics(f"{level}_", k)
-            for level, k in model.level_num_embeddings.items()
-        }
+    num_embeddings = model.level_num_embeddings
+    if len(model.levels) == 1:
+        metrics.update(level_metrics("", num_embeddings[model.levels[0]]))
     else:
-        metrics.update(level_metrics("", model.quantizer.num_embeddings))
+        metrics["levels"] = {
+            level: level_metrics(f"{level}_", num_embeddings[level]) for level in model.levels
+        }
     return metrics
 
 
@@ -194,23 +214,13 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
         test_data.to_tf_dataset(config.batch_size)
     )
     with write_folder(out, strategy) as write:
-        atomic.write_json(write / "config.json", config.to_dict())
-        resumable_fit(
-            model,
-            make_dataset,
-            steps_per_epoch=steps_per_epoch,
-            epochs=config.epochs,
-            initial_step=initial_step,
-            checkpoint_dir=write / "checkpoints",
-            backup_every=backup_every,
-            history_csv=write / "history.csv",
-            callbacks=[keras.callbacks.TensorBoard(log_dir=str(write / "logs")), *callbacks],
-            validation_data=test_ds,
+        atomic.write_json(config_file(write), config.to_dict())
+        test = fit_and_test(
+            model, make_dataset, write, test_ds, steps_per_epoch=steps_per_epoch,
+            epochs=config.epochs, initial_step=initial_step, backup_every=backup_every,
+            callbacks=[keras.callbacks.TensorBoard(log_dir=str(logs_dir(write))), *callbacks],
             verbose=verbose,
         )
-        test = model.evaluate(test_ds, return_dict=True, verbose=0)
-        check_finite_result(model, test, write / "checkpoints",
-                            step=config.epochs * steps_per_epoch)
         metrics = {
             "dataset": config.dataset,
             "epochs": config.epochs,
@@ -227,13 +237,13 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
             raise FloatingPointError(
                 f"Training diverged: the final model's reconstructions hold NaN or Inf "
                 f"(step {config.epochs * steps_per_epoch}); model.keras was not written. "
-                f"{describe_latest(write / 'checkpoints')}"
+                f"{describe_latest(checkpoints_dir(write))}"
             )
         killpoint("train:final-save")
-        with atomic.atomic_path(write / "model.keras") as temp:
+        with atomic.atomic_path(model_file(write)) as temp:
             model.save(temp)
-        save_reconstruction_grid(write / "reconstructions.png", originals.numpy(), reconstructions)
-        atomic.write_json(write / "metrics.json", metrics)
+        save_reconstruction_grid(reconstructions_file(write), originals.numpy(), reconstructions)
+        atomic.write_json(metrics_file(write), metrics)
     return metrics
 
 
@@ -262,7 +272,7 @@ def config_from_args(args):
         out = f"runs/{args.preset}" if args.preset else TrainConfig.out
     args = argparse.Namespace(**{**vars(args), "out": out})
     return TrainConfig.from_args(args, PRESETS.get(args.preset),
-                                 saved=Path(out) / "config.json")
+                                 saved=config_file(out))
 
 
 def main(args):
@@ -284,5 +294,5 @@ def main(args):
         f"test mse {test['mse']:.5f}  psnr {test['psnr_db']:.2f} dB  {codes}  "
         f"({metrics['wall_time_s']} s)"
     )
-    print(f"wrote {out / 'model.keras'}, {out / 'reconstructions.png'}, {out / 'metrics.json'}")
+    print(f"wrote {model_file(out)}, {reconstructions_file(out)}, {metrics_file(out)}")
     return 0

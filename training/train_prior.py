@@ -1,8 +1,13 @@
 """Train a PixelCNN prior on extracted codes: the library behind ``tfvqvae train-prior``.
 
-Algorithm 2 of VQ-VAE-2, lines 8-9: the top prior models p(top codes
-[| class]); the bottom prior models p(bottom codes | top codes [, class]).
-A one-level VQVAE has only the top prior. Inputs and outputs::
+Algorithm 2 of VQ-VAE-2, lines 8-9, for any number of levels. The priors
+form a chain over the run's levels, top first (``metadata["levels"]`` of the
+code file): the top prior models p(top codes [| class]); the prior of every
+lower level k models p(codes of level k | codes of level k − 1 [, class]),
+conditioned on the level directly above only (bottom given top for VQ-VAE-2;
+middle given top and bottom given middle for three levels), which is what
+`tfvqvae.models.sampling.sample_levels` samples. A one-level VQVAE has only
+the top prior. Inputs and outputs::
 
     RUN_DIR/model.keras, RUN_DIR/codes/codes-{train,test}.tfrecord
         -> RUN_DIR/prior-<level>/model.keras, checkpoints/, history.csv,
@@ -12,25 +17,27 @@ A one-level VQVAE has only the top prior. Inputs and outputs::
 import dataclasses
 import math
 import time
-from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 import tfvqvae
 from tfvqvae import atomic
+from tfvqvae.data import epoch_batches
 from tfvqvae.data import expected_metadata
 from tfvqvae.data import load_codes
-from tfvqvae.run_folder import load_keras_file
+from tfvqvae.run_folder import code_file
+from tfvqvae.run_folder import config_file
+from tfvqvae.run_folder import load_model
+from tfvqvae.run_folder import metrics_file
+from tfvqvae.run_folder import model_file
 from tfvqvae.run_folder import prior_dir
-from tfvqvae.training.checkpoints import check_finite_result
 from tfvqvae.training.config import PRIOR_PRESETS
 from tfvqvae.training.config import PriorConfig
-from tfvqvae.training.extract_codes import code_file_name
 from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
 from tfvqvae.training.resumable import batch_distribution_options
+from tfvqvae.training.resumable import fit_and_test
 from tfvqvae.training.resumable import restore_or_build
-from tfvqvae.training.resumable import resumable_fit
 from tfvqvae.training.resumable import start_run
 from tfvqvae.training.resumable import steps_per_epoch_of
 from tfvqvae.training.resumable import write_folder
@@ -38,16 +45,8 @@ from tfvqvae.training.train import backup_every_from_args
 from tfvqvae.training.train import strategy_from_args
 
 
-def load_vqvae(run):
-    """The trained VQ-VAE of a run folder (``RUN/model.keras``)."""
-    path = Path(run) / "model.keras"
-    if not path.is_file():
-        raise FileNotFoundError(f"No trained model at {path}: run `tfvqvae train --out {run}` first.")
-    return load_keras_file(path, "model")
-
-
 def _open_codes(run, split, model):
-    path = Path(run) / "codes" / code_file_name(split)
+    path = code_file(run, split)
     if not path.is_file():
         raise FileNotFoundError(
             f"No code file at {path}: run `tfvqvae extract-codes --run {run}` first."
@@ -55,27 +54,44 @@ def _open_codes(run, split, model):
     return load_codes(path, expect=expected_metadata(model))
 
 
+def condition_level(level, metadata):
+    """The level whose codes the prior of ``level`` is conditioned on: the one directly
+    above it in ``metadata["levels"]`` (top first), or None for the top level.
+
+    Raises:
+        ValueError: ``level`` is not one of the code file's levels (the
+            message names those it has).
+    """
+    levels = list(metadata["levels"])
+    if level not in levels:
+        raise ValueError(
+            f"The codes have levels {levels}; there is no {level!r} level "
+            f"(available levels: {', '.join(levels)})."
+        )
+    k = levels.index(level)
+    return levels[k - 1] if k > 0 else None
+
+
 def prior_options(config, metadata):
     """`PixelCNNPrior` arguments for ``config.level`` of a code file's ``metadata``.
+
+    The prior of a level below the top is conditioned on the codes of the
+    level directly above (`condition_level`).
 
     Raises ValueError when the codes cannot give what ``config`` asks for.
     """
     level = config.level
-    if level not in metadata["levels"]:
-        raise ValueError(
-            f"The codes have levels {list(metadata['levels'])}; there is no {level!r} level "
-            "(a one-level VQVAE has only 'top')."
-        )
+    above = condition_level(level, metadata)
     num_classes = None
     if config.class_conditional:
         num_classes = metadata["num_classes"]
         if not num_classes:
             raise ValueError("--class-conditional needs labelled codes; these have no classes.")
     condition = {}
-    if level == "bottom":
+    if above is not None:
         condition = dict(
-            condition_num_embeddings=metadata["num_embeddings"]["top"],
-            condition_shape=metadata["code_shapes"]["top"],
+            condition_num_embeddings=metadata["num_embeddings"][above],
+            condition_shape=metadata["code_shapes"][above],
         )
     return dict(
         num_embeddings=metadata["num_embeddings"][level],
@@ -93,45 +109,46 @@ def build_prior(config, metadata):
     return tfvqvae.PixelCNNPrior(**prior_options(config, metadata))
 
 
-def prior_inputs(record, level, class_conditional):
-    """A code-file record -> the prior's input dict."""
+def prior_inputs(record, level, class_conditional, condition=None):
+    """A code-file record -> the prior's input dict.
+
+    ``condition``: the level the prior is conditioned on (`condition_level`),
+    or None for the top prior.
+    """
     inputs = {"codes": record[level]}
     if class_conditional:
         inputs["labels"] = record["label"]
-    if level == "bottom":
-        inputs["condition"] = record["top"]
+    if condition is not None:
+        inputs["condition"] = record[condition]
     return inputs
 
 
-def _pipeline(dataset, config):
+def _pipeline(dataset, config, metadata):
     """Test batches: every record, in file order."""
+    above = condition_level(config.level, metadata)
     dataset = dataset.map(
-        lambda r: prior_inputs(r, config.level, config.class_conditional),
+        lambda r: prior_inputs(r, config.level, config.class_conditional, above),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _epochs_pipeline(dataset, config, num_records, first_epoch, skip_batches):
+def _epochs_pipeline(dataset, config, metadata, first_epoch, skip_batches):
     """Training batches of epochs ``first_epoch ..``, minus the first ``skip_batches``.
 
-    Epoch e shuffles the records (buffer of up to 10 000) with a seed that
-    depends only on (config.seed, e), so a resumed process rebuilds the same
-    batches; the last partial batch is dropped (static shapes).
+    The run's one resumable epoch order (`tfvqvae.data.epoch_batches`):
+    epoch e's order is a function of (config.seed, e) alone, so a resumed
+    process rebuilds the same batches; records are shuffled within blocks of
+    10 000 (a file of at most one block is shuffled whole); the last partial
+    batch is dropped (static shapes).
     """
-    buffer = min(num_records, 10_000)
-    inputs = dataset.map(lambda r: prior_inputs(r, config.level, config.class_conditional))
-
-    def epoch(e):  # a Python seed per epoch: tf.data's shuffle takes no tensor seed here
-        seed = (config.seed * 1_000_003 + e) % 2**63
-        return inputs.shuffle(buffer, seed=seed, reshuffle_each_iteration=False).batch(
-            config.batch_size, drop_remainder=True
-        )
-
-    batches = epoch(first_epoch)
-    for e in range(first_epoch + 1, config.epochs):
-        batches = batches.concatenate(epoch(e))
-    return batches.skip(skip_batches).prefetch(tf.data.AUTOTUNE)
+    above = condition_level(config.level, metadata)
+    inputs = dataset.map(
+        lambda r: prior_inputs(r, config.level, config.class_conditional, above))
+    return epoch_batches(
+        inputs, config.batch_size, seed=config.seed, first_epoch=first_epoch,
+        epochs=config.epochs, skip_batches=skip_batches,
+    ).prefetch(tf.data.AUTOTUNE)
 
 
 def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
@@ -143,7 +160,7 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
     the same call on an interrupted run resumes from its last backup.
     """
     start = time.perf_counter()
-    model = load_vqvae(config.run)
+    model = load_model(config.run)
     train_codes, metadata = _open_codes(config.run, "train", model)
     test_codes, _ = _open_codes(config.run, "test", model)
 
@@ -164,25 +181,16 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
         out, resume, steps_per_epoch, strategy, config, lambda: build_prior(config, metadata)
     )
 
-    test_ds = batch_distribution_options(_pipeline(test_codes, config))
+    test_ds = batch_distribution_options(_pipeline(test_codes, config, metadata))
     with write_folder(out, strategy) as write:
-        atomic.write_json(write / "config.json", dataclasses.asdict(config))
-        resumable_fit(
+        atomic.write_json(config_file(write), dataclasses.asdict(config))
+        test = fit_and_test(
             prior,
-            lambda first, skip: _epochs_pipeline(train_codes, config, num_records, first, skip),
-            steps_per_epoch=steps_per_epoch,
-            epochs=config.epochs,
-            initial_step=initial_step,
-            checkpoint_dir=write / "checkpoints",
-            backup_every=backup_every,
-            history_csv=write / "history.csv",
-            callbacks=callbacks,
-            validation_data=test_ds,
+            lambda first, skip: _epochs_pipeline(train_codes, config, metadata, first, skip),
+            write, test_ds, steps_per_epoch=steps_per_epoch, epochs=config.epochs,
+            initial_step=initial_step, backup_every=backup_every, callbacks=callbacks,
             verbose=verbose,
         )
-        test = prior.evaluate(test_ds, return_dict=True, verbose=0)
-        check_finite_result(prior, test, write / "checkpoints",
-                            step=config.epochs * steps_per_epoch)
         metrics = {
             "level": config.level,
             "epochs": config.epochs,
@@ -194,9 +202,9 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
             "uniform_bits_per_dim": math.log2(prior.num_embeddings),
             "wall_time_s": round(time.perf_counter() - start, 1),
         }
-        with atomic.atomic_path(write / "model.keras") as temp:
+        with atomic.atomic_path(model_file(write)) as temp:
             prior.save(temp)
-        atomic.write_json(write / "metrics.json", metrics)
+        atomic.write_json(metrics_file(write), metrics)
     return metrics
 
 
@@ -205,7 +213,7 @@ def config_from_args(args):
     run = args.run if args.run is not None else PriorConfig.run
     level = args.level if args.level is not None else PriorConfig.level
     return PriorConfig.from_args(args, PRIOR_PRESETS.get(args.preset),
-                                 saved=prior_dir(run, level) / "config.json")
+                                 saved=config_file(prior_dir(run, level)))
 
 
 def main(args):

@@ -119,3 +119,25 @@ def test_broken_chains_are_refused(priors):
             6, (4, 4), hidden_channels=8, num_blocks=1, kernel_size=3, num_classes=3,
             condition_num_embeddings=5, condition_shape=(2, 2))])
     assert sampling.check_chain([unlabelled])[0] == (0, unlabelled)
+
+
+def test_given_top_levels_are_kept_and_the_rest_completed(priors):
+    """`given`: the top levels are an image's own codes; the levels below are drawn
+    from their priors given them, with the seeds they would have in a full draw."""
+    labels = np.array([2, 1], np.int32)
+    rng = np.random.default_rng(0)
+    top = rng.integers(0, SHAPES["top"][1], (2, *SHAPES["top"][0])).astype(np.int32)
+    codes = sampling.sample_levels(priors, labels=labels, seed=4, given={"top": top})
+    np.testing.assert_array_equal(codes["top"].numpy(), top)
+    middle = priors["middle"].sample(labels=labels, condition=top, seed=4 + LEVEL_SEED_STRIDE)
+    np.testing.assert_array_equal(codes["middle"].numpy(), middle.numpy())
+    bottom = priors["bottom"].sample(labels=labels, condition=middle,
+                                     seed=4 + 2 * LEVEL_SEED_STRIDE)
+    np.testing.assert_array_equal(codes["bottom"].numpy(), bottom.numpy())
+    # Every level given: nothing is drawn.
+    every = sampling.sample_levels(priors, labels=labels, given=dict(codes))
+    for level in SHAPES:
+        np.testing.assert_array_equal(every[level].numpy(), codes[level].numpy())
+    with pytest.raises(ValueError, match=r"top levels of the chain .* Received: given levels "
+                                         r"\['middle'\]"):
+        sampling.sample_levels(priors, labels=labels, given={"middle": middle})

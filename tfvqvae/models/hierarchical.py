@@ -351,19 +351,22 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
             TypeError: not one map per level, or non-integer codes.
             ValueError: a wrong rank or shape; in eager mode codes out of range.
         """
+        return self._decode_latents(self._checked_latents(codes, "decode"), training=False)
+
+    def _checked_latents(self, codes, caller):
+        """The quantised maps of one code map per level, top first, after every check."""
         if len(codes) != len(self._names):
             raise TypeError(
-                f"decode takes {len(self._names)} code maps ({', '.join(self._names)}), "
+                f"{caller} takes {len(self._names)} code maps ({', '.join(self._names)}), "
                 f"top first. Received: {len(codes)}"
             )
         codes = [
             self._check_codes(c, f"{level}_codes") for level, c in zip(self._names, codes)
         ]
         self._check_level_shapes(codes)
-        latents = [
+        return [
             self._network("quantizer", level).lookup(c) for level, c in zip(self._names, codes)
         ]
-        return self._decode_latents(latents, training=False)
 
     def decode_top_levels(self, codes, num_levels):
         """Images decoded from the top ``num_levels`` code maps alone (VQ-VAE-2, Figure 3).
@@ -391,18 +394,7 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
                 f"`num_levels` must be at most {len(self._names)} (the model's levels). "
                 f"Received: num_levels={num_levels!r}"
             )
-        if len(codes) != len(self._names):
-            raise TypeError(
-                f"decode_top_levels takes {len(self._names)} code maps "
-                f"({', '.join(self._names)}), top first. Received: {len(codes)}"
-            )
-        codes = [
-            self._check_codes(c, f"{level}_codes") for level, c in zip(self._names, codes)
-        ]
-        self._check_level_shapes(codes)
-        latents = [
-            self._network("quantizer", level).lookup(c) for level, c in zip(self._names, codes)
-        ]
+        latents = self._checked_latents(codes, "decode_top_levels")
         latents = [z if k < keep else tf.zeros_like(z) for k, z in enumerate(latents)]
         return self._decode_latents(latents, training=False)
 

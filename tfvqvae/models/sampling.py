@@ -270,32 +270,52 @@ def check_chain(priors):
 
 
 def sample_levels(priors, num_samples=None, labels=None, temperature=1.0, seed=0,
-                  method="cached"):
+                  method="cached", given=None):
     """Ancestral sampling of a chain of priors: {level: int32 (B, h, w)}, top first.
 
     Level k (top = 0) is drawn by its prior's ``sample`` with seed
     ``seed + LEVEL_SEED_STRIDE * k``, given ``labels`` when the prior is
     class-conditional and the codes just drawn for level k − 1 when it is
     conditioned on a code map (Algorithm 2 of VQ-VAE-2, for any number of
-    levels). The same seed gives the same codes.
+    levels). The same seed gives the same codes. With ``given``, the top
+    levels are not drawn but taken as they are (an image's own codes), and
+    only the levels below them are sampled: what the kept levels determine,
+    completed by the priors.
 
     Args:
         priors: {level: PixelCNNPrior}, top first (see `check_chain`).
-        num_samples: B; may be omitted when ``labels`` give it.
+        num_samples: B; may be omitted when ``labels`` or ``given`` give it.
         labels: int (B,) classes, for class-conditional priors.
         temperature: a finite number > 0. Defaults to 1.0.
         seed: int. Defaults to 0.
         method: "cached" or "naive". Defaults to "cached".
+        given: None, or {level: int (B, h, w) codes} for the first levels of
+            the chain (top, then the one below, ...). Defaults to None.
 
     Raises:
-        ValueError: a broken chain (`check_chain`), or the prior's own
-            refusals (method, temperature, labels, number of samples; see
-            `PixelCNNPrior.sample`).
+        ValueError: a broken chain (`check_chain`), ``given`` levels that are
+            not the top of the chain, or the prior's own refusals (method,
+            temperature, labels, number of samples, code shapes and range;
+            see `PixelCNNPrior.sample` and `PixelCNNPrior.check_inputs`).
         TypeError: a temperature that is not a number, non-integer labels.
     """
+    chain = list(check_chain(priors))
+    given = dict(given or {})
+    names = [level for level, _ in chain]
+    if list(given) != names[:len(given)]:
+        raise ValueError(
+            f"`given` must hold the top levels of the chain {names}, top first. "
+            f"Received: given levels {list(given)}"
+        )
     codes = {}
     above = None
-    for k, (level, prior) in enumerate(check_chain(priors)):
+    for k, (level, prior) in enumerate(chain):
+        if level in given:
+            codes[level] = tf.convert_to_tensor(given[level], tf.int32)
+            if num_samples is None:
+                num_samples = int(codes[level].shape[0])
+            above = codes[level]
+            continue
         codes[level] = prior.sample(
             num_samples,
             labels=labels if prior.num_classes is not None else None,

@@ -10,9 +10,16 @@ re-exported by ``tfvqvae.training.config``.
 import argparse
 import dataclasses
 import math
+import re
 import types
 
 DEFAULT_DATASET = "digits"  # tfvqvae.data.DEFAULT_DATASET; a test checks they agree
+MODELS = ("vqvae", "vqvae2", "hierarchical")  # TrainConfig.model
+
+# A code level's name becomes part of a folder name (RUN/prior-<level>):
+# letters, digits and "_" only (`tfvqvae.models.level_names` gives top,
+# middle, bottom, level_N).
+_LEVEL_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 def positive_int(text):
@@ -165,8 +172,14 @@ class TrainConfig(_Config):
     and the step equals one on the whole batch. ``mixed_precision``
     ("float16", "bfloat16" or None) picks Keras' ``mixed_*`` policy; the
     quantisers keep float32. ``jit_compile`` compiles the train step with XLA. ``model`` is "vqvae" (one code
-    level at 1 / 2**num_downsamples) or "vqvae2" (top codes at 1/8, bottom
-    codes at 1/4, both quantisers built from the same quantiser settings).
+    level at 1 / 2**num_downsamples), "vqvae2" (top codes at 1/8, bottom
+    codes at 1/4) or "hierarchical" (``levels`` = L code maps: the bottom at
+    1/4, each level above at half the size of the one below, the top at
+    1 / 2**(L+1); named by `tfvqvae.models.level_names`: top, middle, bottom
+    for L = 3). Every level's quantiser is built from the same quantiser
+    settings. ``levels`` is required with "hierarchical" and refused with
+    the other models (they fix their number of levels: 1 and 2); there is no
+    default, so that ``--model hierarchical`` never silently picks a depth.
     """
 
     out: str = option("runs/vqvae", "output folder (with --preset: runs/PRESET)")
@@ -186,7 +199,12 @@ class TrainConfig(_Config):
     batch_size: int = option(64, "global batch, split evenly over the replicas", positive=True)
     learning_rate: float = option(3e-4, "Adam learning rate", interval=(0, math.inf, "()"))
     model: str = option("vqvae", "vqvae: one code map; vqvae2: top (1/8) and bottom (1/4) "
-                        "code maps, image size divisible by 8", choices=("vqvae", "vqvae2"))
+                        "code maps, image size divisible by 8; hierarchical: --levels L code "
+                        "maps, bottom at 1/4, top at 1/2**(L+1) (image size divisible by "
+                        "2**(L+1))", choices=MODELS)
+    levels: int | None = option(None, "number of code levels L of --model hierarchical "
+                                "(required with it, refused otherwise): 3 gives top, middle, "
+                                "bottom", positive=True)
     quantizer: str = option("ema", "codebook update: ema (moving averages) or vq (gradients)",
                             choices=("ema", "vq"))
     num_embeddings: int = option(512, "codebook size K (per level)", positive=True)
@@ -202,7 +220,7 @@ class TrainConfig(_Config):
     residual_channels: int = option(32, "hidden channels of each residual layer", positive=True)
     num_residual_layers: int = option(2, "residual layers per stack", positive=True)
     num_downsamples: int = option(2, "stride-2 steps of --model vqvae (codes at 1/2**N); "
-                                  "vqvae2 needs 2", positive=True)
+                                  "vqvae2 and hierarchical need 2", positive=True)
     normalize_mse: bool = option(True, "divide the reconstruction loss by the training "
                                  "images' variance")
     seed: int = option(0, "seed of weights, codebook and batch order")
@@ -219,15 +237,55 @@ class TrainConfig(_Config):
                 "the image, top codes at 1/8). "
                 f"Received: num_downsamples={self.num_downsamples!r}"
             )
+        if self.model == "hierarchical":
+            if self.levels is None:
+                raise ValueError(
+                    "model='hierarchical' needs levels, the number of code levels "
+                    "(--levels L, e.g. --levels 3 for top, middle, bottom). Received: levels=None"
+                )
+            if self.num_downsamples != 2:
+                raise ValueError(
+                    "model='hierarchical' fixes num_downsamples at 2 (bottom codes at 1/4 "
+                    "of the image, each level above at half the size). "
+                    f"Received: num_downsamples={self.num_downsamples!r}"
+                )
+        elif self.levels is not None:
+            fixed = {"vqvae": 1, "vqvae2": 2}[self.model]
+            raise ValueError(
+                f"levels only applies to model='hierarchical' (model={self.model!r} has "
+                f"{fixed} level{'s' if fixed > 1 else ''}): pass --model hierarchical "
+                f"--levels {self.levels}. Received: model={self.model!r}, levels={self.levels!r}"
+            )
+
+    @property
+    def size_multiple(self):
+        """What image height and width must be divisible by: the top level's factor.
+
+        2**num_downsamples for "vqvae", 8 for "vqvae2", 2**(levels+1) for
+        "hierarchical" (the model's ``size_multiple``).
+        """
+        if self.model == "vqvae":
+            return 2**self.num_downsamples
+        return 2 ** ((2 if self.model == "vqvae2" else self.levels) + 1)
 
 
 @dataclasses.dataclass
 class PriorConfig(_Config):
-    """Everything ``tfvqvae train-prior`` needs; saved as ``config.json``."""
+    """Everything ``tfvqvae train-prior`` needs; saved as ``config.json``.
+
+    The priors of a run form a chain over its levels, top first: the top
+    prior is unconditioned (or class-conditioned, ``class_conditional``) and
+    the prior of every lower level is conditioned on the code map of the
+    level directly above (bottom on top for VQ-VAE-2; middle on top and
+    bottom on middle for three levels). ``level`` is any level of the run;
+    ``train-prior`` refuses one the run's code file does not have, naming
+    those it has.
+    """
 
     run: str = option("runs/quickstart", "run folder of `tfvqvae train` (with codes/)")
-    level: str = option("top", "code level to model (bottom: given the top codes)",
-                        choices=("top", "bottom"))
+    level: str = option("top", "code level to model, one of the run's levels (top; "
+                        "top, bottom; top, middle, bottom; ...): every level below the top "
+                        "is modelled given the codes of the level directly above")
     max_train_examples: int | None = option(None, "train on the first N code records "
                                             "(none: all)", positive=True)
     epochs: int = option(10, "passes over the code records", positive=True)
@@ -241,6 +299,16 @@ class PriorConfig(_Config):
     mixed_precision: str | None = option(None, "compute in low precision",
                                          choices=("float16", "bfloat16"))
     jit_compile: bool = option(False, "compile the train step with XLA")
+
+    def __post_init__(self):
+        super().__post_init__()
+        # Which levels exist is the run's to say (train-prior checks the
+        # code file); here only that the name can be a folder name.
+        if not isinstance(self.level, str) or not _LEVEL_NAME.match(self.level):
+            raise ValueError(
+                "level must be the name of a code level (letters, digits, '_'), such as "
+                f"top, middle or bottom. Received: level={self.level!r}"
+            )
 
 
 # Named starting points: `tfvqvae train --preset NAME` takes PRESETS[NAME];

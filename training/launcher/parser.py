@@ -40,7 +40,8 @@ COMMANDS = {  # name: (module run after parsing, one line of help)
     "train-prior": ("tfvqvae.training.train_prior",
                     "train a gated PixelCNN prior on the extracted codes of one level"),
     "sample": ("tfvqvae.training.sample",
-               "sample codes from the priors (top, then bottom) and decode them to images"),
+               "sample codes from the priors (top first, each level given the one above) "
+               "and decode them to images"),
     "export": ("tfvqvae.export.cli",
                "export a run to SavedModel (TF Serving), TFLite and ONNX; --verify "
                "compares with Keras"),
