@@ -73,6 +73,8 @@ def build_model(config, data_variance=1.0, image_channels=1):
     )
     if config.quantizer == "ema":
         options["decay"] = config.decay
+    else:
+        options["codebook_cost"] = config.codebook_cost
     sizes = dict(
         image_channels=image_channels,
         hidden_channels=config.hidden_channels,

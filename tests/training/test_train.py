@@ -181,3 +181,15 @@ def test_killed_run_resumes_and_leaves_no_partial_files(tmp_path):
     assert int(model.optimizer.iterations) == (epoch + 1) * 93  # 1500 // 16 full batches
     leftovers = [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
     assert leftovers == []
+
+
+def test_codebook_cost_reaches_the_vq_quantizer_and_is_refused_for_ema():
+    from tfvqvae.training.train import build_model
+
+    model = build_model(TrainConfig(quantizer="vq", codebook_cost=0.5, commitment_cost=0.1))
+    assert (model.quantizer.codebook_cost, model.quantizer.commitment_cost) == (0.5, 0.1)
+    assert build_model(TrainConfig(quantizer="vq")).quantizer.codebook_cost == 1.0
+    with pytest.raises(ValueError, match="quantizer='ema', codebook_cost=0.5"):
+        TrainConfig(codebook_cost=0.5)
+    with pytest.raises(ValueError, match=r"codebook_cost must be a finite number in \[0, ∞\)"):
+        TrainConfig(quantizer="vq", codebook_cost=float("inf"))

@@ -211,6 +211,8 @@ class TrainConfig(_Config):
     embedding_dim: int = option(64, "code vector size D", positive=True)
     commitment_cost: float = option(0.25, "weight beta of the commitment loss",
                                     interval=(0, math.inf, "[)"))
+    codebook_cost: float = option(1.0, "weight alpha of the codebook loss of --quantizer vq "
+                                  "(the EMA quantizer has none)", interval=(0, math.inf, "[)"))
     decay: float = option(0.99, "EMA decay of --quantizer ema", interval=(0, 1, "()"))
     kmeans_init: bool = option(False, "initialise the codebook by k-means on the first batch")
     restart_unused_after: int | None = option(
@@ -231,6 +233,12 @@ class TrainConfig(_Config):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.quantizer == "ema" and self.codebook_cost != 1.0:
+            raise ValueError(
+                "codebook_cost weighs the codebook loss of quantizer='vq'; the EMA quantizer "
+                "updates its codebook by moving averages and has no such loss: pass "
+                f"--quantizer vq. Received: quantizer='ema', codebook_cost={self.codebook_cost!r}"
+            )
         if self.model == "vqvae2" and self.num_downsamples != 2:
             raise ValueError(
                 "model='vqvae2' fixes num_downsamples at 2 (bottom codes at 1/4 of "
