@@ -149,6 +149,12 @@ def check_finite_result(model, results, checkpoint_dir, step):
         )
 
 
+def write_pointer(folder, path, step, steps_per_epoch):
+    """Points ``latest.json`` of ``folder`` at the checkpoint ``path`` (at global ``step``)."""
+    atomic.write_json(Path(folder) / LATEST, {
+        "epoch": step // steps_per_epoch, "step": step, "path": Path(path).name})
+
+
 def _save(model, folder, name, epoch, step):
     """Saves a checkpoint and then points ``latest.json`` at it, refusing NaN / Inf weights."""
     folder = Path(folder)

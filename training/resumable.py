@@ -11,6 +11,7 @@ runs the remaining epochs with another. Checkpoints at epoch ends and every
 
 import contextlib
 import dataclasses
+import json
 import logging
 import shutil
 import tempfile
@@ -38,6 +39,7 @@ from tfvqvae.training.checkpoints import StepBackup
 from tfvqvae.training.checkpoints import check_finite_result
 from tfvqvae.training.checkpoints import StopOnNonFinite
 from tfvqvae.training.checkpoints import checkpoint_candidates
+from tfvqvae.training.checkpoints import write_pointer
 from tfvqvae.training.checkpoints import latest_state
 
 logger = logging.getLogger(__name__)
@@ -116,7 +118,31 @@ def run_status(out, config):
         return "foreign", None
     if config_differences(saved, config):
         return "different", saved
-    return ("finished" if metrics_file(out).is_file() else "unfinished"), saved
+    if not metrics_file(out).is_file():
+        return "unfinished", saved
+    # A finished run being continued (--resume --epochs N) and killed has
+    # checkpoints past its metrics.json: it is unfinished again.
+    finished_epochs = _saved_epochs(out)
+    trained = completed_epochs(checkpoints_dir(out))
+    if finished_epochs is not None and trained is not None and trained > finished_epochs:
+        return "unfinished", saved
+    return "finished", saved
+
+
+def _saved_epochs(out):
+    try:
+        return int(json.loads(metrics_file(out).read_text())["epochs"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+
+
+def completed_epochs(folder):
+    """Completed epochs of the newest readable checkpoint record in ``folder``, or None."""
+    try:
+        state = latest_state(folder)
+    except (ValueError, FileNotFoundError):
+        return None
+    return None if state is None else state["epoch"]
 
 
 def prepare_output(out, resume, overwrite, config=None):
@@ -153,13 +179,15 @@ def prepare_output(out, resume, overwrite, config=None):
     if status == "empty":
         return False
     if status == "unfinished":
-        logger.info("Continuing the interrupted run in %s", out)
+        logger.warning("Continuing the interrupted run in %s.", out)
         return True
     if status == "finished":
+        epochs = _saved_epochs(out)
         raise FileExistsError(
             f"Output folder {out} holds a finished run of this configuration "
-            "(metrics.json): pass --resume with a larger --epochs to train further, "
-            "or --overwrite to start again."
+            f"({'metrics.json' if epochs is None else f'{epochs} epochs, metrics.json'}): "
+            "pass --resume with a larger --epochs to train further, or --overwrite to "
+            "start again."
         )
     if status == "different":
         raise FileExistsError(
@@ -203,6 +231,7 @@ def create_output(out, overwrite, restart=False):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale_temporaries(out)
+    atomic.remove_stale_temporaries(checkpoints_dir(out))
     if restart:
         for partial in (LOGS_DIR, HISTORY_FILE):
             if (out / partial).is_dir():
@@ -277,6 +306,13 @@ def start_run(folder, config, resume, overwrite, strategy, check=None):
         restart = not _has_checkpoint(checkpoints_dir(out))
         if restart:
             logger.warning("%s has no checkpoint yet: training starts again from step 0.", out)
+        done = completed_epochs(checkpoints_dir(out))
+        if done is not None and config.epochs < done:
+            raise ValueError(
+                f"--epochs {config.epochs} is fewer than the {done} epochs the run in {out} "
+                f"has completed: pass --epochs {done} or more to continue it (its weights "
+                "cannot go back), or --overwrite to start again."
+            )
     checked = check(config) if check is not None else None
     if is_chief(strategy):
         create_output(out, overwrite, restart=restart)
@@ -303,7 +339,8 @@ def restore_or_build(out, resume, steps_per_epoch, strategy, config, build):
     """
     with strategy.scope():
         if resume:
-            loaded = load_newest_checkpoint(checkpoints_dir(out), steps_per_epoch)
+            loaded = load_newest_checkpoint(checkpoints_dir(out), steps_per_epoch,
+                                            repair=is_chief(strategy))
             if loaded is not None:
                 return loaded
         with precision_policy(config.mixed_precision):
@@ -315,13 +352,16 @@ def restore_or_build(out, resume, steps_per_epoch, strategy, config, build):
         return model, 0
 
 
-def load_newest_checkpoint(folder, steps_per_epoch):
+def load_newest_checkpoint(folder, steps_per_epoch, repair=False):
     """``(model, step)`` of the newest checkpoint in ``folder`` that loads, or None.
 
     Tries the file ``latest.json`` names, then every other checkpoint newest
     first (`checkpoint_candidates`): a checkpoint damaged after it was
-    written (a truncated copy, a bad disk block) or a damaged pointer costs
-    the steps since the previous good one, and a warning names both files.
+    written (a truncated copy, a bad disk block), a damaged pointer or one
+    never written (killed between a checkpoint's rename and its pointer)
+    costs the steps since the previous good one, and a warning names both
+    files. With ``repair`` (the chief), ``latest.json`` is then pointed at
+    the checkpoint used.
 
     Raises:
         ValueError: checkpoint files exist but none of them loads (each is
@@ -352,7 +392,9 @@ def load_newest_checkpoint(folder, steps_per_epoch):
                 "Resuming from %s (step %d), an earlier checkpoint: %s", path, step,
                 " ".join(failures))
         else:
-            logger.info("Resuming from %s (step %d)", path, step)
+            logger.warning("Resuming from %s (step %d).", path, step)
+        if repair and (state is None or state["path"] != path):
+            write_pointer(folder, path, step, steps_per_epoch)
         return model, step
     if failures:
         raise ValueError(f"No checkpoint in {folder} can be loaded: {' '.join(failures)}")
@@ -437,23 +479,25 @@ def resumable_fit(
     """
     first_epoch, skip = divmod(initial_step, steps_per_epoch)
     history = None
+    if history_csv is not None and initial_step > 0:
+        trim_history(history_csv, first_epoch)
     while first_epoch < epochs:
         last_epoch = first_epoch + 1 if skip else epochs
         start = first_epoch * steps_per_epoch + skip
         # StopOnNonFinite first: after a skipped (NaN / Inf) step it raises
-        # before any checkpoint callback could save.
-        fit_callbacks = [
-            StopOnNonFinite(checkpoint_dir, steps_per_epoch, initial_step=start),
-            EpochCheckpoint(checkpoint_dir, steps_per_epoch=steps_per_epoch),
-        ]
+        # before any checkpoint callback could save. The CSV log before the
+        # checkpoints: an epoch's row is written before the checkpoint that
+        # ends it, and a resumed run trims the rows past its checkpoint.
+        fit_callbacks = [StopOnNonFinite(checkpoint_dir, steps_per_epoch, initial_step=start)]
+        if history_csv is not None:
+            fit_callbacks.append(keras.callbacks.CSVLogger(
+                str(history_csv), append=first_epoch > 0 or skip > 0
+            ))
+        fit_callbacks.append(EpochCheckpoint(checkpoint_dir, steps_per_epoch=steps_per_epoch))
         if backup_every is not None:
             fit_callbacks.append(StepBackup(
                 checkpoint_dir, backup_every, steps_per_epoch,
                 initial_step=start,
-            ))
-        if history_csv is not None:
-            fit_callbacks.append(keras.callbacks.CSVLogger(
-                str(history_csv), append=first_epoch > 0 or skip > 0
             ))
         history = model.fit(
             batch_distribution_options(make_dataset(first_epoch, skip)),
@@ -466,6 +510,25 @@ def resumable_fit(
         )
         first_epoch, skip = last_epoch, 0
     return history
+
+
+def trim_history(path, completed_epochs):
+    """Keeps the header and the rows of epochs below ``completed_epochs`` in a CSV log.
+
+    A run killed after an epoch's row was logged but before its checkpoint
+    resumes from an earlier checkpoint and logs that epoch again; without
+    this its row would appear twice. Written atomically.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [
+        line for line in lines[1:]
+        if line.split(",", 1)[0].strip().isdigit() and int(line.split(",", 1)[0]) < completed_epochs
+    ]
+    if kept != lines:
+        atomic.write_bytes(path, "".join(kept).encode())
 
 
 def fit_and_test(model, make_dataset, write, test_data, *, steps_per_epoch, epochs,

@@ -65,8 +65,8 @@ def condition_level(level, metadata):
     levels = list(metadata["levels"])
     if level not in levels:
         raise ValueError(
-            f"The codes have levels {levels}; there is no {level!r} level "
-            f"(available levels: {', '.join(levels)})."
+            f"The codes have no {level!r} level: pass --level {' | '.join(levels)}. "
+            f"Received: level={level!r}"
         )
     k = levels.index(level)
     return levels[k - 1] if k > 0 else None

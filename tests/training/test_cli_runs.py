@@ -95,7 +95,8 @@ def test_refused_train_leaves_no_folder(tmp_path, capsys, extra, message):
 
 @pytest.mark.parametrize("extra, message", [
     (["--export-formats", "savedmodel,pb"], "Unknown export format(s) ['pb']"),
-    (["--prior-learning-rate", "-1"], "learning_rate=-1.0"),
+    (["--prior-learning-rate=-1"], "--prior-learning-rate: must be a finite number in (0, ∞). "
+                                   "Received: '-1'"),
 ])
 def test_refused_pipeline_leaves_no_folder(tmp_path, capsys, extra, message):
     out = tmp_path / "run"

@@ -163,8 +163,8 @@ def test_each_prior_is_conditioned_on_the_level_directly_above():
             assert options["condition_shape"] == SHAPES[above]
             assert options["condition_num_embeddings"] == K
             assert inputs["condition"] is record[above]
-    with pytest.raises(ValueError, match=r"no 'nonexistent' level \(available levels: top, "
-                                         r"middle, bottom\)"):
+    with pytest.raises(ValueError, match=r"no 'nonexistent' level: pass --level top \| middle "
+                                         r"\| bottom\. Received: level='nonexistent'"):
         prior_options(PriorConfig(level="nonexistent"), metadata)
     with pytest.raises(ValueError, match="level must be the name of a code level"):
         PriorConfig(level="../top")
@@ -243,7 +243,7 @@ def test_run_writes_three_levels_and_a_prior_chain(run_3, capsys):
     # An unknown level is refused, naming the run's levels; nothing is written.
     line = refused(["train-prior", "--run", str(run_3), "--level", "nonexistent",
                     *PRIOR_ARGS], capsys)
-    assert "no 'nonexistent' level (available levels: top, middle, bottom)" in line
+    assert "no 'nonexistent' level: pass --level top | middle | bottom" in line
     assert not (run_3 / "prior-nonexistent").exists()
 
 

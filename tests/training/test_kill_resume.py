@@ -8,6 +8,7 @@ configuration, made once per module: the weights must be bit-identical
 (single-process CPU training is deterministic here).
 """
 
+import json
 import os
 import resource
 import shutil
@@ -120,8 +121,10 @@ def test_train_killed_around_a_checkpoint_finishes_with_the_same_command(
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_model(out / "model.keras", reference / "model.keras")
     assert temporaries(out) == []
+    # One row per epoch, none lost or doubled by the kill.
     rows = (out / "history.csv").read_text().strip().splitlines()[1:]
-    assert [row.split(",")[0] for row in rows][-1] == "2"
+    assert [row.split(",")[0] for row in rows] == ["0", "1", "2"]
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["epoch"] == 3
 
 
 @slow
@@ -223,25 +226,35 @@ def test_diverging_run_saves_nothing_non_finite(tmp_path):
     assert not (out / "model.keras").exists()
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--commitment-cost", "inf", "commitment_cost must be a finite number in [0, ∞)"),
-    ("--commitment-cost", "-0.5", "commitment_cost must be a finite number in [0, ∞)"),
-    ("--learning-rate", "nan", "learning_rate must be a finite number in (0, ∞)"),
-    ("--learning-rate", "-inf", "learning_rate must be a finite number in (0, ∞)"),
-    ("--decay", "1", "decay must be a finite number in (0, 1)"),
+@pytest.mark.parametrize("flag, value, interval", [
+    ("--commitment-cost", "inf", "[0, ∞)"),
+    ("--commitment-cost", "-0.5", "[0, ∞)"),
+    ("--learning-rate", "nan", "(0, ∞)"),
+    ("--learning-rate", "-inf", "(0, ∞)"),
+    ("--decay", "1", "(0, 1)"),
 ])
-def test_non_finite_hyperparameters_are_refused(tmp_path, capsys, flag, value, message):
+def test_non_finite_hyperparameters_are_refused(tmp_path, capsys, flag, value, interval):
+    """Refused by the argument parser, before TensorFlow is imported."""
     out = tmp_path / "run"
     line = refused(["train", "--out", str(out), *TRAIN_FLAGS, f"{flag}={value}"], capsys)
-    assert message in line and f"Received: {flag[2:].replace('-', '_')}=" in line
+    assert f"argument {flag}: must be a finite number in {interval}. Received: '{value}'" in line
     assert not out.exists()
+
+
+def test_non_finite_hyperparameters_are_refused_by_the_dataclass_too():
+    from tfvqvae.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"commitment_cost must be a finite number in \[0, ∞\)\. "
+                                         r"Received: commitment_cost=inf"):
+        TrainConfig(commitment_cost=float("inf"))
 
 
 def test_non_finite_hyperparameter_refused_by_the_command(tmp_path):
     out = tmp_path / "run"
     result = tfvqvae("train", "--out", str(out), *TRAIN_FLAGS, "--commitment-cost", "inf")
     assert result.returncode == 2
-    assert "commitment_cost must be a finite number in [0, ∞)" in error_line(result)
+    assert "--commitment-cost: must be a finite number in [0, ∞)" in error_line(result)
+    assert "tensorflow" not in result.stderr.lower()  # refused before TensorFlow loads
     assert not out.exists()
 
 

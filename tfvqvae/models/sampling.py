@@ -300,6 +300,11 @@ def sample_levels(priors, num_samples=None, labels=None, temperature=1.0, seed=0
         TypeError: a temperature that is not a number, non-integer labels.
     """
     chain = list(check_chain(priors))
+    if given is not None and not isinstance(given, dict):
+        raise TypeError(
+            "`given` must be a dict {level: codes} for the top levels, top first. "
+            f"Received: given of type {type(given).__name__}"
+        )
     given = dict(given or {})
     names = [level for level, _ in chain]
     if list(given) != names[:len(given)]:
@@ -310,8 +315,10 @@ def sample_levels(priors, num_samples=None, labels=None, temperature=1.0, seed=0
     codes = {}
     above = None
     for k, (level, prior) in enumerate(chain):
-        if level in given:
-            codes[level] = tf.convert_to_tensor(given[level], tf.int32)
+        if level in given:  # checked like the prior's own codes, named as given
+            codes[level] = tf.cast(prior._check_map(
+                f"given[{level!r}]", given[level], prior.code_shape, prior.num_embeddings),
+                tf.int32)
             if num_samples is None:
                 num_samples = int(codes[level].shape[0])
             above = codes[level]

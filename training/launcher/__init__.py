@@ -44,5 +44,6 @@ def main(argv=None):
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except FloatingPointError as error:  # a diverged run: nothing non-finite was saved
+        print(flush=True)  # end the progress bar's line: the error starts on its own
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return 1

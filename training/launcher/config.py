@@ -48,6 +48,27 @@ def option(default, help, *, positive=False, choices=None, flag=True, interval=N
         "interval": interval})
 
 
+def number_in(interval):
+    """argparse type: a float that `check_interval` accepts, refused at parse time
+    (before TensorFlow is imported) with the interval and the received text."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        try:
+            check_interval("value", value, interval)
+        except ValueError:
+            low, high, brackets = interval
+            shown = f"{brackets[0]}{low}, {high}{brackets[1]}".replace("inf", "\u221e")
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number in {shown}. Received: {text!r}") from None
+        return value
+
+    return parse
+
+
 def check_interval(name, value, interval):
     """Raises ValueError unless ``value`` is a finite real number inside ``interval``."""
     low, high, brackets = interval

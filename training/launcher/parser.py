@@ -15,6 +15,7 @@ from tfvqvae_cli.config import PRESETS
 from tfvqvae_cli.config import PRIOR_PRESETS
 from tfvqvae_cli.config import PriorConfig
 from tfvqvae_cli.config import TrainConfig
+from tfvqvae_cli.config import number_in
 from tfvqvae_cli.config import positive_int
 from tfvqvae_cli.config import value_type
 
@@ -100,7 +101,9 @@ def add_config_fields(parser, config_class, prefix="", skip=(), required=()):
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = positive_int if meta.get("positive") else kind
+            kwargs["type"] = (positive_int if meta.get("positive")
+                              else number_in(meta["interval"]) if meta.get("interval")
+                              else kind)
             if not meta.get("choices"):
                 kwargs["metavar"] = {int: "N", float: "X"}.get(kind, field.name.upper())
             if meta.get("choices"):
