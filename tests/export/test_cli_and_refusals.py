@@ -19,6 +19,7 @@ def _leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(".tmp-"))
 
 
+@pytest.mark.slow  # every format exported and verified (about 40 s)
 def test_cli_exports_verifies_and_reports_sizes(vqvae_run, tmp_path, capsys):
     out = tmp_path / "export"
     argv = ["export", "--run", str(vqvae_run), "--out", str(out), "--format",
@@ -176,6 +177,7 @@ def test_missing_optional_dependency_says_what_to_install(vqvae_run, tmp_path, m
         TFLiteRunner(tmp_path / "any.tflite", ("top",))
 
 
+@pytest.mark.slow  # trains a VQ-VAE-2 run (about 35 s)
 def test_sample_signature_needs_every_prior(vqvae2_run, tmp_path):
     partial = tmp_path / "partial"
     partial.mkdir()

@@ -14,6 +14,9 @@ import tensorflow as tf
 
 from tfvqvae.export import open_runners
 
+# Builds and exports VQ-VAE and VQ-VAE-2 runs (about 70 s of set-up): CI runs it with -m slow.
+pytestmark = pytest.mark.slow
+
 INVALID = tf.errors.InvalidArgumentError
 
 

@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from tfvqvae.export import KerasRunner
 from tfvqvae.training.sample import load_priors
@@ -76,6 +77,7 @@ def _saved_model_cli(*args):
     return done.stdout
 
 
+@pytest.mark.slow  # saved_model_cli in a fresh process (about 30 s)
 def test_saved_model_cli_show_and_run(runs, vqvae_run, tmp_path):
     run, result, images = runs["vqvae"]
     export_dir = str(result.artifacts["savedmodel"])

@@ -40,6 +40,7 @@ def test_xla_step_equals_the_graph_step(build):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
 
 
+@pytest.mark.slow  # XLA compiles of k-means and restarts (30-50 s)
 @pytest.mark.parametrize("build", [_vqvae, _vqvae2], ids=["vqvae", "vqvae2"])
 def test_xla_compiles_kmeans_init_and_restarts(build):
     model = build(kmeans_init=True, kmeans_iterations=2, restart_unused_after=1)

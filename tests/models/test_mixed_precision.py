@@ -68,6 +68,7 @@ def test_vqvae_fit_step(policy):
     assert model(images(2, 8, 8)).dtype == tf.float32
 
 
+@pytest.mark.slow  # two-level fits in both policies (about 20 s each)
 @pytest.mark.parametrize("policy", POLICIES)
 def test_vqvae2_fit_step(policy):
     keras.config.set_dtype_policy(policy)

@@ -108,6 +108,7 @@ def test_codes_from_another_model_are_refused(tmp_path, run_with_codes):
         train_prior(PriorConfig(run=str(other), **TINY_PRIOR))
 
 
+@pytest.mark.slow  # a whole pipeline run, twice (about 50 s)
 def test_pipeline_command_end_to_end(tmp_path, capsys):
     out = tmp_path / "pipe"
     argv = ["pipeline", "--out", str(out), "--dataset", "digits", "--max-train-examples", "256",
