@@ -138,6 +138,7 @@ def test_vqvae2_metric_names_are_kept():
             "bottom_codebook_usage"} <= names
 
 
+@pytest.mark.slow  # four models saved and loaded with their optimizer state (about 25 s)
 def test_config_and_keras_file_round_trip(tmp_path):
     model = tiny(3, quantizers=[tfvqvae.VectorQuantizerEMA(8, 3, decay=0.9),
                                 tfvqvae.VectorQuantizer(10, 4),

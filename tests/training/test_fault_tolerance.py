@@ -154,6 +154,7 @@ def test_killed_process_resumes_to_the_same_weights(
     assert [line.split(",")[0] for line in history[1:]] == ["0", "1"]
 
 
+@pytest.mark.slow  # a two-process cluster (about 20 s); the killed-cluster test stays in the default suite
 def test_multi_worker_fit_matches_single_process(tmp_path, reference):
     dumps = [tmp_path / "worker0.npz", tmp_path / "worker1.npz"]
     _run_cluster(tmp_path / "run", dumps)
