@@ -263,13 +263,22 @@ class VectorQuantizer(keras.layers.Layer):
             self.add_loss(outputs.loss)
         return outputs.quantized
 
-    def quantize_with_losses(self, inputs, training=False):
+    def quantize_with_losses(self, inputs, training=False, batch_finite=None):
         """Quantises ``inputs`` and returns a `QuantizerOutput`.
 
         Unlike ``call`` this never calls ``add_loss``: the caller adds
         ``codebook_loss`` and ``commitment_loss`` to its own objective.
         With ``training=True`` it also runs the codebook updates (k-means
         on the first step, EMA statistics, restarts).
+
+        Args:
+            inputs: float (B, H, W, D) encoder outputs.
+            training: run the codebook updates.
+            batch_finite: None, or a scalar bool: whether this replica's
+                whole batch (the images ``inputs`` come from) is finite.
+                When it is False on any replica no state changes, even if
+                ``inputs`` are finite: some backends turn NaN into a finite
+                value inside the encoder (oneDNN's fused ReLU gives 0).
         """
         inputs = self._check_inputs(inputs)
         z = tf.cast(inputs, tf.float32)
@@ -279,7 +288,7 @@ class VectorQuantizer(keras.layers.Layer):
             # no k-means, statistics, restart or step count (the model skips
             # its gradient step too). The flag is all-reduced, so every
             # replica takes the same branch.
-            finite = self._all_finite_across_replicas(flat)
+            finite = self._all_finite_across_replicas(flat, batch_finite)
             if self.kmeans_init:
                 self._kmeans_on_first_step(flat, finite)
         codebook = tf.convert_to_tensor(self.codebook)  # read after any k-means assign
@@ -437,9 +446,12 @@ class VectorQuantizer(keras.layers.Layer):
         return tf.stack([tf.constant(self.seed, tf.int32) + salt, step])
 
     @staticmethod
-    def _all_finite_across_replicas(flat):
-        """Scalar bool: no replica's ``flat`` holds a NaN or Inf."""
-        bad = 1.0 - tf.cast(tf.reduce_all(tf.math.is_finite(flat)), tf.float32)
+    def _all_finite_across_replicas(flat, batch_finite=None):
+        """Scalar bool: no replica's ``flat`` holds a NaN or Inf (or had a non-finite batch)."""
+        finite = tf.reduce_all(tf.math.is_finite(flat))
+        if batch_finite is not None:
+            finite = tf.logical_and(finite, tf.cast(batch_finite, tf.bool))
+        bad = 1.0 - tf.cast(finite, tf.float32)
         return tf.equal(sum_across_replicas(bad), 0.0)
 
     def _kmeans_on_first_step(self, flat, finite):

@@ -128,6 +128,17 @@ def check_image_values(images, kind):
         )
 
 
+def images_finite(images):
+    """Scalar bool: this replica's ``images`` hold no NaN or Inf.
+
+    The quantisers gate their state updates on it as well as on their own
+    inputs: a backend may map NaN to a finite value inside the encoder (oneDNN's
+    fused ReLU returns 0 for NaN), so a bad batch can reach a quantiser as
+    finite encoder outputs.
+    """
+    return tf.reduce_all(tf.math.is_finite(tf.cast(images, tf.float32)))
+
+
 def apply_gradients_if_finite(optimizer, loss, gradients, variables):
     """Applies ``gradients`` only when they and ``loss`` are finite on every replica.
 
@@ -295,6 +306,13 @@ class QuantizedAutoencoder(keras.Model):
             ValueError: a wrong shape; in eager mode also NaN / Inf values or
                 values outside [-0.5, 1.5] (`check_image_values`).
         """
+        shape = getattr(images, "shape", None)
+        if shape is not None and len(shape) == 4 and shape[0] == 0 and None not in shape[1:3]:
+            # An empty batch has empty code maps. Not run through the encoder:
+            # oneDNN's convolutions (TF on x86 CPUs) fail on a batch of 0.
+            self._check_images(images)
+            return {level: tf.zeros((0, *size), tf.int32)
+                    for level, size in self.code_shapes(tuple(shape[1:3])).items()}
         return dict(zip(self.levels, self._encode_codes(images)))
 
     def decode_levels(self, codes):

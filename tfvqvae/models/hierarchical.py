@@ -47,6 +47,7 @@ import keras
 import tensorflow as tf
 
 from tfvqvae.models.autoencoder import QuantizedAutoencoder
+from tfvqvae.models.autoencoder import images_finite
 from tfvqvae.models.autoencoder import quantizer_argument
 from tfvqvae.models.dtype_config import with_dtype_policy
 from tfvqvae.models.networks import build_condition_decoder
@@ -303,12 +304,15 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
             A tuple of the quantisers' `QuantizerOutput`s, top first; each
             level is computed from the straight-through outputs above it.
         """
-        features = self._encode_features(self._check_images(images), training)
+        images = self._check_images(images)
+        finite = images_finite(images) if training else None
+        features = self._encode_features(images, training)
         outputs = []
         for k, level in enumerate(self._names):
             h = self._pre_quantization(k, features, [o.quantized for o in outputs], training)
             quantizer = self._network("quantizer", level)
-            outputs.append(quantizer.quantize_with_losses(h, training=training))
+            outputs.append(quantizer.quantize_with_losses(
+                h, training=training, batch_finite=finite))
         return tuple(outputs)
 
     def _decode_latents(self, latents, training):

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from tfvqvae.models.autoencoder import QuantizedAutoencoder
+from tfvqvae.models.autoencoder import images_finite
 from tfvqvae.models.autoencoder import quantizer_argument
 from tfvqvae.models.networks import build_decoder
 from tfvqvae.models.networks import build_encoder
@@ -143,8 +144,10 @@ class VQVAE(QuantizedAutoencoder):
     # ------------------------------------------------------------ forward
     def quantize_with_losses(self, images, training=False):
         """Encodes and quantises: returns the quantiser's `QuantizerOutput`."""
-        z_e = self.encoder(self._check_images(images), training=training)
-        return self.quantizer.quantize_with_losses(z_e, training=training)
+        images = self._check_images(images)
+        z_e = self.encoder(images, training=training)
+        return self.quantizer.quantize_with_losses(
+            z_e, training=training, batch_finite=images_finite(images) if training else None)
 
     def _reconstruct(self, images, training):
         outputs = self.quantize_with_losses(images, training=training)
