@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tfvqvae.data import from_numpy
 from tfvqvae.models.autoencoder import QuantizedAutoencoder
 from tfvqvae.models.pixelcnn_prior import PixelCNNPrior
 from tfvqvae.run_folder import config_file
@@ -86,10 +85,8 @@ class RunFolder:
             indices = np.arange(count)
         else:
             indices = np.sort(np.random.default_rng(seed).choice(total, count, replace=False))
-        subset = from_numpy(dataset.images[indices], name=dataset.name)
         height, width, _ = self.image_shape
-        batches = subset.to_tf_dataset(max(count, 1), image_size=(height, width))
-        return np.concatenate([batch.numpy() for batch in batches])
+        return dataset.images_at(indices, image_size=(height, width))
 
 
 def _image_shape(model, config, image_size, data_dir, path):

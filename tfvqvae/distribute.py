@@ -88,6 +88,22 @@ def build_strategy(name="default", devices=None, tpu=None):
     return tf.distribute.TPUStrategy(resolver)
 
 
+def num_input_pipelines(strategy):
+    """The input pipelines (workers) ``distribute_datasets_from_function`` will build.
+
+    One per worker (and chief) of the strategy's cluster; 1 without a
+    cluster (one process, any number of local replicas).
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return 1
+    try:
+        spec = resolver.cluster_spec().as_dict()
+    except (ValueError, RuntimeError):
+        return 1
+    return max(1, len(spec.get("worker", [])) + len(spec.get("chief", [])))
+
+
 def check_tf_config(environ=os.environ):
     """Validates ``TF_CONFIG`` for multi-worker training; returns it parsed (or None).
 

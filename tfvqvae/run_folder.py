@@ -16,8 +16,10 @@ the exporters alike (the exporters never import training code)::
         latest.json                the newest complete checkpoint   LATEST_FILE
         epoch-NNNN.keras, step-NNNNNNNN.keras   (tfvqvae.training.checkpoints)
       codes/                       `tfvqvae extract-codes`          CODES_DIR
-        codes-train.tfrecord       code_file(RUN, "train")
-        codes-test.tfrecord        code_file(RUN, "test")
+        codes-train.tfrecord       code_file(RUN, "train"): the base path of
+                                   the split's shards, code_shards(RUN, "train"):
+        codes-train-00000-of-000NN.tfrecord, ...
+        codes-test.tfrecord        code_file(RUN, "test"), the same
       prior-top/                   `tfvqvae train-prior --level top`, prior_dir(RUN, "top"):
         model.keras, config.json,  the files of a run, same names
         metrics.json, history.csv,
@@ -48,6 +50,7 @@ from pathlib import Path
 
 import keras
 
+from tfvqvae.data import code_files
 from tfvqvae.data import load_dataset
 
 
@@ -123,8 +126,23 @@ def code_file_name(split):
 
 
 def code_file(run, split):
-    """A split's code file: ``RUN/codes/codes-<split>.tfrecord``."""
+    """A split's code file: ``RUN/codes/codes-<split>.tfrecord``.
+
+    The base path of the split's shards (``codes-<split>-00000-of-000NN.tfrecord``,
+    ...), which `tfvqvae.data.load_codes` and `read_code_metadata` open; the file
+    itself exists only in the single-file layout of earlier releases.
+    """
     return codes_dir(run) / code_file_name(split)
+
+
+def code_shards(run, split):
+    """The files holding a split's codes, in record order (`tfvqvae.data.code_files`).
+
+    Raises:
+        FileNotFoundError: no codes of ``split``, or a shard is missing.
+        ValueError: shards of two sets, or a single file and shards, side by side.
+    """
+    return code_files(code_file(run, split))
 
 
 def prior_dir(run, level):
@@ -310,4 +328,5 @@ def load_run_images(config, split, data_dir=None):
         image_size=config.get("image_size"),
         crop=config.get("crop") or "none",
         channels=config.get("channels"),
+        skip_corrupt=bool(config.get("skip_corrupt")),
     )

@@ -6,18 +6,24 @@ train on::
 
     RUN_DIR/model.keras + RUN_DIR/config.json  ->  RUN_DIR/codes/codes-train.tfrecord
                                                    RUN_DIR/codes/codes-test.tfrecord
+                                                   (base paths of the shard sets)
 
 The dataset, its data folder and the image size default to those the run was
 trained with (``config.json``). The whole split is encoded: ``max_train_examples``
-limits training only. File format: `tfvqvae.data.codes`.
+limits training only. A split's codes are shards beside the base path above
+(``codes-train-00000-of-000NN.tfrecord``, ...; one for small datasets);
+`code_file` names them for every reader. File format: `tfvqvae.data.codes`.
 """
 
 from pathlib import Path
 
-from tfvqvae import atomic  # importing tfvqvae registers the models for load_model
+import tfvqvae  # noqa: F401  (importing tfvqvae registers the models for load_model)
+from tfvqvae.data import code_files
 from tfvqvae.data import model_fingerprint
 from tfvqvae.data import read_code_metadata
 from tfvqvae.data import write_codes
+from tfvqvae.data.code_shards import existing_files
+from tfvqvae.data.code_shards import temporary_files
 from tfvqvae.killpoints import killpoint
 from tfvqvae.run_folder import code_file_name
 from tfvqvae.run_folder import codes_dir
@@ -58,19 +64,21 @@ def extract_codes(
     dataset=None,
     data_dir=None,
     batch_size=256,
+    num_shards=None,
 ):
-    """Writes ``OUT/codes-<split>.tfrecord`` for each split.
+    """Writes the shards of ``OUT/codes-<split>.tfrecord`` for each split.
 
     Args:
         run_dir: a ``tfvqvae train`` output folder.
         splits: split names, a sequence or a comma-separated string.
             Defaults to ``("train", "test")``.
         out: output folder. Defaults to ``run_dir/codes``.
-        overwrite: replace existing code files. Without it a complete file
-            of a split written by the same model (same codebook fingerprint)
-            from the same dataset is kept, so that a killed extraction
-            finishes with the same call; any other existing file is an error
-            and nothing is written.
+        overwrite: replace existing code files (a set of another size or a
+            single file of the earlier layout included). Without it the
+            complete shard set (or single file) of a split written by the
+            same model (same codebook fingerprint) from the same dataset is
+            kept, so that a killed extraction finishes with the same call;
+            any other existing file is an error and nothing is written.
         model_path: the model to encode with. Defaults to
             ``run_dir/model.keras``.
         dataset: dataset name. Defaults to the run's ``config.json``.
@@ -78,10 +86,14 @@ def extract_codes(
             (The image size always comes from ``config.json``: the size the
             model was trained at.)
         batch_size: images per encoding step. Defaults to 256.
+        num_shards: files per split (`write_codes`). Defaults to shards of
+            about 128 MB (`default_num_shards`). When given, kept files
+            must have this many shards.
 
     Returns:
-        A `CodeFiles`: ``{split: Path}`` of every split's file, in the order
-        of ``splits``; its ``kept`` names the splits left as they were.
+        A `CodeFiles`: ``{split: Path}`` of every split's base path (what
+        `load_codes` opens), in the order of ``splits``; its ``kept`` names
+        the splits left as they were.
 
     Raises:
         FileNotFoundError: if the run folder, the model or (when no dataset
@@ -130,8 +142,8 @@ def extract_codes(
     }
     kept, refused = [], []
     for split, path in paths.items():
-        if path.exists() and not overwrite:
-            why = _why_not_reusable(path, fingerprint, sources[split])
+        if existing_files(path) and not overwrite:
+            why = _why_not_reusable(path, fingerprint, sources[split], num_shards)
             if why is None:
                 kept.append(split)
             else:
@@ -144,8 +156,8 @@ def extract_codes(
     images = {**(config or {}), "dataset": dataset, "data_dir": data_dir}
     out.mkdir(parents=True, exist_ok=True)
     for path in paths.values():
-        # A killed extraction leaves its temporary file; clear ours only.
-        for leftover in out.glob(f"{atomic.TEMP_MARKER}*-{path.name}"):
+        # A killed extraction leaves its temporary files; clear ours only.
+        for leftover in temporary_files(path):
             leftover.unlink()
     for split, path in paths.items():
         if split in kept:
@@ -153,7 +165,7 @@ def extract_codes(
         data = load_run_images(images, split)
         write_codes(
             path, model, data, batch_size=batch_size, image_size=image_size,
-            source=sources[split],
+            source=sources[split], num_shards=num_shards,
         )
         killpoint("extract-codes:written")
     return CodeFiles(paths, kept=tuple(kept))
@@ -168,14 +180,17 @@ class CodeFiles(dict):
         self.kept = tuple(kept)
 
 
-def _why_not_reusable(path, fingerprint, source):
-    """None if the code file ``path`` was written by this model from this data, else why not."""
+def _why_not_reusable(path, fingerprint, source, num_shards=None):
+    """None if the code files of ``path`` were written by this model from this data (and
+    have ``num_shards`` shards, when given), else why not."""
     try:
         metadata = read_code_metadata(path)
     except (ValueError, OSError) as error:
         return f"unreadable: {error}"
     if metadata.get("model_fingerprint") != fingerprint:
         return "written by another model"
+    if num_shards is not None and metadata["num_shards"] != num_shards:
+        return f"{metadata['num_shards']} shard(s), not {num_shards}"
     written = metadata.get("source") or {}
     for key in ("dataset", "split", "data_dir"):
         if written.get(key) != source[key]:
@@ -194,14 +209,23 @@ def main(args):
         dataset=args.dataset,
         data_dir=args.data_dir,
         batch_size=args.batch_size,
+        num_shards=getattr(args, "num_shards", None),
     )
     for split, path in paths.items():
         metadata = read_code_metadata(path)
+        files = code_files(path)
         action = "kept" if split in paths.kept else "wrote"
         levels = ", ".join(
             f"{level} {h}x{w} (K={metadata['num_embeddings'][level]})"
             for level in metadata["levels"]
             for h, w in [metadata["code_shapes"][level]]
         )
-        print(f"{split}: {action} {path}: {metadata['num_records']} records, levels {levels}")
+        if files == [path]:
+            where = "a single file"
+        elif len(files) == 1:
+            where = f"1 shard {files[0].name}"
+        else:
+            where = f"{len(files)} shards {files[0].name} .. {files[-1].name}"
+        print(f"{split}: {action} {path}: {metadata['num_records']} records in {where}, "
+              f"levels {levels}")
     return 0

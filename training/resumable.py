@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from tfvqvae import atomic
+from tfvqvae.data.image_folder import unreadable_file_error
 from tfvqvae.distribute import build_strategy
 from tfvqvae.distribute import check_jit_compile
 from tfvqvae.distribute import in_multi_worker_mode
@@ -457,9 +458,14 @@ def resumable_fit(
     Args:
         model: a compiled model (loaded from the checkpoint at
             ``initial_step`` when resuming).
-        make_dataset: ``(first_epoch, skip_batches) -> tf.data.Dataset`` of
-            the batches of epochs ``first_epoch ..`` with the first
-            ``skip_batches`` removed; the same batches on every call.
+        make_dataset: ``(first_epoch, skip_batches, input_context) ->
+            tf.data.Dataset`` of the batches of epochs ``first_epoch ..``
+            with the first ``skip_batches`` global batches removed; the same
+            batches on every call. It is called through
+            ``strategy.distribute_datasets_from_function`` (the model's
+            strategy), once per input pipeline (worker), and returns that
+            pipeline's per-replica batches (``input_context`` says which:
+            `tfvqvae.data.ImageSource.epochs_dataset` takes it as it is).
         steps_per_epoch: global batches per epoch.
         epochs: total epochs of the run.
         initial_step: completed steps (0 for a new run).
@@ -476,6 +482,9 @@ def resumable_fit(
         FloatingPointError: a training step had a NaN / Inf loss or gradient
             (`StopOnNonFinite`); the step was skipped and nothing was saved
             after it.
+        ValueError: an image file the input pipeline could not read ("Cannot
+            read image file PATH: ..."), or one whose size differs from the
+            others without an image size.
     """
     first_epoch, skip = divmod(initial_step, steps_per_epoch)
     history = None
@@ -499,17 +508,30 @@ def resumable_fit(
                 checkpoint_dir, backup_every, steps_per_epoch,
                 initial_step=start,
             ))
-        history = model.fit(
-            batch_distribution_options(make_dataset(first_epoch, skip)),
-            epochs=last_epoch,
-            initial_epoch=first_epoch,
-            steps_per_epoch=steps_per_epoch - skip,
-            callbacks=[*fit_callbacks, *callbacks],
-            shuffle=False,  # the dataset's order is fixed by (seed, epoch)
-            **fit_kwargs,
-        )
+        try:
+            history = model.fit(
+                _distributed(model, make_dataset, first_epoch, skip),
+                epochs=last_epoch,
+                initial_epoch=first_epoch,
+                steps_per_epoch=steps_per_epoch - skip,
+                callbacks=[*fit_callbacks, *callbacks],
+                shuffle=False,  # the dataset's order is fixed by (seed, epoch)
+                **fit_kwargs,
+            )
+        except tf.errors.InvalidArgumentError as error:
+            # An image file the input pipeline could not read: name it.
+            raise (unreadable_file_error(error) or error) from error
         first_epoch, skip = last_epoch, 0
     return history
+
+
+def _distributed(model, make_dataset, first_epoch, skip):
+    """``make_dataset``'s batches, each input pipeline building its own share."""
+    def pipeline(input_context):
+        return batch_distribution_options(make_dataset(first_epoch, skip, input_context))
+
+    # The default strategy calls `pipeline` once with a one-pipeline, one-replica context.
+    return model.distribute_strategy.distribute_datasets_from_function(pipeline)
 
 
 def trim_history(path, completed_epochs):

@@ -30,6 +30,7 @@ import numpy as np
 import tfvqvae
 from tfvqvae import atomic
 from tfvqvae.distribute import build_strategy
+from tfvqvae.distribute import num_input_pipelines
 from tfvqvae.distribute import split_cpu
 from tfvqvae.killpoints import killpoint
 from tfvqvae.metrics import psnr
@@ -47,6 +48,7 @@ from tfvqvae.training.images import save_reconstruction_grid
 from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
 from tfvqvae.training.resumable import batch_distribution_options
 from tfvqvae.training.resumable import fit_and_test
+from tfvqvae.training.resumable import resolve_strategy
 from tfvqvae.training.resumable import restore_or_build
 from tfvqvae.training.resumable import start_run
 from tfvqvae.training.resumable import steps_per_epoch_of
@@ -193,8 +195,16 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
             train_data = train_data.take(config.max_train_examples)
         _, _, channels = _image_shape(train_data, config)
         steps = steps_per_epoch_of(len(train_data), config.batch_size, "images")
+        pipelines = num_input_pipelines(strategy)
+        if pipelines > 1:  # files sharded per worker: every worker takes as many steps
+            steps = train_data.steps_per_epoch(config.batch_size, pipelines)
+            if steps == 0:
+                raise ValueError(
+                    f"The training set's files do not give each of the {pipelines} workers "
+                    f"one global batch of {config.batch_size}: lower --batch-size.")
         return train_data, load_run_images(config.to_dict(), "test"), channels, steps
 
+    strategy = resolve_strategy(strategy)
     strategy, out, config, resume, data = start_run(
         config.out, config, resume, overwrite, strategy, check=load_data)
     train_data, test_data, channels, steps_per_epoch = data
@@ -206,10 +216,11 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
 
     model, initial_step = restore_or_build(out, resume, steps_per_epoch, strategy, config, build)
 
-    def make_dataset(first_epoch, skip_batches):
+    def make_dataset(first_epoch, skip_batches, input_context=None):
         return train_data.epochs_dataset(
             config.batch_size, seed=config.seed, first_epoch=first_epoch,
-            epochs=config.epochs, skip_batches=skip_batches,
+            epochs=config.epochs, skip_batches=skip_batches, random_flip=config.random_flip,
+            input_context=input_context,
         )
 
     test_ds = batch_distribution_options(

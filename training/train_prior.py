@@ -9,7 +9,7 @@ middle given top and bottom given middle for three levels), which is what
 `tfvqvae.models.sampling.sample_levels` samples. A one-level VQVAE has only
 the top prior. Inputs and outputs::
 
-    RUN_DIR/model.keras, RUN_DIR/codes/codes-{train,test}.tfrecord
+    RUN_DIR/model.keras, RUN_DIR/codes/codes-{train,test}.tfrecord (shards, or single files)
         -> RUN_DIR/prior-<level>/model.keras, checkpoints/, history.csv,
            metrics.json (test nll in nats and bits per code), config.json
 """
@@ -26,6 +26,7 @@ from tfvqvae import atomic
 from tfvqvae.data import epoch_batches
 from tfvqvae.data import expected_metadata
 from tfvqvae.data import load_codes
+from tfvqvae.data.code_shards import existing_files
 from tfvqvae.run_folder import code_file
 from tfvqvae.run_folder import config_file
 from tfvqvae.run_folder import load_model
@@ -46,10 +47,12 @@ from tfvqvae.training.train import strategy_from_args
 
 
 def _open_codes(run, split, model):
+    """``load_codes`` of the split's code file or shards, checked against ``model``."""
     path = code_file(run, split)
-    if not path.is_file():
+    if not existing_files(path):
         raise FileNotFoundError(
-            f"No code file at {path}: run `tfvqvae extract-codes --run {run}` first."
+            f"No code file at {path} (nor shards of it): run "
+            f"`tfvqvae extract-codes --run {run}` first."
         )
     return load_codes(path, expect=expected_metadata(model))
 
@@ -133,21 +136,32 @@ def _pipeline(dataset, config, metadata):
     return dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _epochs_pipeline(dataset, config, metadata, first_epoch, skip_batches):
+def _epochs_pipeline(dataset, config, metadata, first_epoch, skip_batches, input_context=None,
+                     steps_per_epoch=None):
     """Training batches of epochs ``first_epoch ..``, minus the first ``skip_batches``.
 
     The run's one resumable epoch order (`tfvqvae.data.epoch_batches`):
     epoch e's order is a function of (config.seed, e) alone, so a resumed
     process rebuilds the same batches; records are shuffled within blocks of
     10 000 (a file of at most one block is shuffled whole); the last partial
-    batch is dropped (static shapes).
+    batch is dropped (static shapes). With an ``input_context``
+    (``distribute_datasets_from_function``) the batches are per replica, and
+    input pipeline k of P takes every P-th record.
     """
     above = condition_level(config.level, metadata)
     inputs = dataset.map(
         lambda r: prior_inputs(r, config.level, config.class_conditional, above))
+    if input_context is None:
+        return epoch_batches(
+            inputs, config.batch_size, seed=config.seed, first_epoch=first_epoch,
+            epochs=config.epochs, skip_batches=skip_batches,
+        ).prefetch(tf.data.AUTOTUNE)
+    if input_context.num_input_pipelines > 1:
+        inputs = inputs.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     return epoch_batches(
         inputs, config.batch_size, seed=config.seed, first_epoch=first_epoch,
-        epochs=config.epochs, skip_batches=skip_batches,
+        epochs=config.epochs, skip_batches=skip_batches, input_context=input_context,
+        steps_per_epoch=steps_per_epoch,
     ).prefetch(tf.data.AUTOTUNE)
 
 
@@ -186,7 +200,8 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
         atomic.write_json(config_file(write), dataclasses.asdict(config))
         test = fit_and_test(
             prior,
-            lambda first, skip: _epochs_pipeline(train_codes, config, metadata, first, skip),
+            lambda first, skip, input_context=None: _epochs_pipeline(
+                train_codes, config, metadata, first, skip, input_context, steps_per_epoch),
             write, test_ds, steps_per_epoch=steps_per_epoch, epochs=config.epochs,
             initial_step=initial_step, backup_every=backup_every, callbacks=callbacks,
             verbose=verbose,

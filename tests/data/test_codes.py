@@ -18,6 +18,7 @@ from tfvqvae.data import load_digits
 from tfvqvae.data import model_fingerprint
 from tfvqvae.data import read_code_metadata
 from tfvqvae.data import write_codes
+from tfvqvae.data.code_shards import shard_path
 
 
 def tiny_model(seed=0, num_embeddings=16, **kwargs):
@@ -40,6 +41,11 @@ def model():
 @pytest.fixture(scope="module")
 def digits_test():
     return load_digits("test")
+
+
+def one_shard(base):
+    """The one file of a set written with one shard."""
+    return shard_path(base, 0, 1)
 
 
 def records(dataset):
@@ -107,10 +113,12 @@ def test_write_load_equals_encode_levels(tmp_path, model, digits_test):
     assert metadata["num_embeddings"] == {"top": 16}
     assert metadata["code_shapes"] == model.code_shapes((8, 8)) == {"top": (4, 4)}
     assert metadata["num_classes"] == 10 and metadata["num_records"] == 297
+    assert metadata["num_shards"] == 1  # a small dataset: one shard
     assert metadata["model_fingerprint"] == model_fingerprint(model)
     assert metadata["source"] == {"dataset": "digits", "image_size": [8, 8],
                                   "split": "test", "note": "x"}
-    assert os.listdir(tmp_path) == ["codes.tfrecord"]  # no temporary file left
+    # One shard, no temporary file left.
+    assert os.listdir(tmp_path) == ["codes-00000-of-00001.tfrecord"]
 
 
 def test_on_disk_format(tmp_path, model, digits_test):
@@ -118,7 +126,7 @@ def test_on_disk_format(tmp_path, model, digits_test):
     data = digits_test.take(5)
     path = tmp_path / "codes.tfrecord"
     write_codes(path, model, data)
-    examples = raw_records(path)
+    examples = raw_records(one_shard(path))
     assert len(examples) == 1 + 5
 
     header = examples[0].features.feature
@@ -129,6 +137,7 @@ def test_on_disk_format(tmp_path, model, digits_test):
         "num_embeddings": {"top": 16}, "code_shapes": {"top": [4, 4]},
         "num_classes": 10, "num_records": 5, "model_fingerprint": model_fingerprint(model),
         "source": {"dataset": "digits", "image_size": [8, 8]},
+        "shard_index": 0, "num_shards": 1, "total_records": 5,
     }
     codes = model.encode(data.as_float()).numpy()
     for i, example in enumerate(examples[1:]):
@@ -208,7 +217,7 @@ def test_two_level_model(tmp_path, digits_test):
     np.testing.assert_array_equal(np.stack([r["bottom"] for r in got]),
                                   block_codes(images, 2, 7))
     np.testing.assert_array_equal([r["label"] for r in got], data.labels)
-    feature = raw_records(path)[1].features.feature
+    feature = raw_records(one_shard(path))[1].features.feature
     assert set(feature) == {"codes/top", "codes/bottom", "label"}
     # A prior of one level may name only that level.
     load_codes(path, expect={"code_shapes": {"bottom": (4, 4)}, "num_embeddings": {"top": 5}})
@@ -268,7 +277,7 @@ def test_fingerprint_identifies_trained_model(tmp_path, model):
 def code_file(tmp_path, model, digits_test):
     path = tmp_path / "codes.tfrecord"
     write_codes(path, model, digits_test.take(40))
-    return path
+    return one_shard(path)  # its one file
 
 
 def test_truncated_file_is_named(tmp_path, code_file):
@@ -392,17 +401,19 @@ def test_failed_write_leaves_nothing(tmp_path, model, digits_test):
     data = FailingDataset(images=digits_test.images, labels=digits_test.labels,
                           name="digits", num_classes=10)
     path = tmp_path / "codes" / "codes.tfrecord"
-    with pytest.raises(RuntimeError, match="killed half-way"):
-        write_codes(path, model, data, batch_size=16)
-    assert os.listdir(path.parent) == []
+    for num_shards in (1, 3):
+        with pytest.raises(RuntimeError, match="killed half-way"):
+            write_codes(path, model, data, batch_size=16, num_shards=num_shards)
+        assert os.listdir(path.parent) == []
 
-    # An existing file is left as it was.
+    # Existing files are left as they were, whatever the new set's size.
     write_codes(path, model, digits_test.take(3))
-    before = path.read_bytes()
-    with pytest.raises(RuntimeError, match="killed half-way"):
-        write_codes(path, model, data, batch_size=16)
-    assert path.read_bytes() == before
-    assert os.listdir(path.parent) == ["codes.tfrecord"]
+    before = one_shard(path).read_bytes()
+    for num_shards in (1, 3):
+        with pytest.raises(RuntimeError, match="killed half-way"):
+            write_codes(path, model, data, batch_size=16, num_shards=num_shards)
+        assert one_shard(path).read_bytes() == before
+        assert os.listdir(path.parent) == ["codes-00000-of-00001.tfrecord"]
 
 
 def test_model_that_breaks_its_promise_is_refused(tmp_path, digits_test):
@@ -417,5 +428,5 @@ def test_model_that_breaks_its_promise_is_refused(tmp_path, digits_test):
     with pytest.raises(ValueError, match=r"'top' codes of shape \(10, 2, 2\).*\(10, 3, 3\)"):
         write_codes(path, Liar(), digits_test.take(10))
     with pytest.raises(ValueError, match=r"'top' codes in \[.*outside \[0, 2\)"):
-        write_codes(path, OutOfRange(), digits_test.take(10))
-    assert not path.exists()
+        write_codes(path, OutOfRange(), digits_test.take(10), num_shards=2)
+    assert os.listdir(tmp_path) == []

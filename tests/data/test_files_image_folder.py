@@ -177,11 +177,17 @@ def test_mixed_modes_become_rgb_without_channels(tmp_path):
         np.testing.assert_array_equal(image, np.asarray(PIL_Image.open(path).convert("RGB")))
 
 
+def _as_uint8(source):
+    """A streamed folder's images as the uint8 values its files hold (x / 255 is exact)."""
+    return np.rint(source.as_float() * 255.0).astype(np.uint8)
+
+
 def test_channels_1_matches_pil_L_for_every_mode(tmp_path):
     files = _mixed_mode_folder(tmp_path / "modes")
     ds = load_dataset(f"folder:{tmp_path / 'modes'}", channels=1)
-    assert ds.images.shape == (4, 6, 5, 1)
-    for image, path in zip(ds.images, files):
+    images = _as_uint8(ds)
+    assert images.shape == (4, 6, 5, 1)
+    for image, path in zip(images, files):
         np.testing.assert_array_equal(image[..., 0], np.asarray(PIL_Image.open(path).convert("L")))
 
 
@@ -205,9 +211,10 @@ def test_cli_sized_folder_through_load_dataset(tmp_path):
     root = _mixed_size_folder(tmp_path / "mixed")
     _write_png(root / "e.png", np.full((40, 40, 1), 90, np.uint8))  # grey among RGB
     ds = load_dataset(f"folder:{root}", image_size=16, channels=1)
-    assert ds.images.shape == (5, 16, 16, 1)
+    images = _as_uint8(ds)
+    assert images.shape == (5, 16, 16, 1)
     # A grey RGB pixel (v, v, v) has luminance v.
-    assert ds.images[:, 0, 0, 0].tolist() == [40, 80, 120, 160, 90]
+    assert images[:, 0, 0, 0].tolist() == [40, 80, 120, 160, 90]
 
 
 def test_corrupt_file_is_named(tmp_path):

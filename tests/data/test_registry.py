@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfvqvae.data import DEFAULT_DATASET, load_dataset
+from tfvqvae.data import TFDSImages, DEFAULT_DATASET, load_dataset
 
 # From shared/data/README.md.
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -50,9 +50,11 @@ def test_falls_back_to_tfds_without_local_files(tmp_path):
         mnist = load_dataset("mnist", "train")
         fashion = load_dataset("fashion_mnist", "test", data_dir=str(tmp_path))
         cifar = load_dataset("cifar10", "train[:50%]")
-    assert mnist.images.shape == (6, 28, 28, 1)
-    assert fashion.images.shape == (6, 28, 28, 1)
-    assert cifar.images.shape[1:] == (32, 32, 3)
+        # Streamed, not converted to NumPy: the shapes come from the TFDS features.
+        assert all(isinstance(d, TFDSImages) for d in (mnist, fashion, cifar))
+        assert mnist.as_float().shape == (6, 28, 28, 1)
+        assert fashion.as_float().shape == (6, 28, 28, 1)
+        assert cifar.image_shape == (32, 32, 3)
 
 
 def test_folder_prefix_with_split_subfolders(tmp_path):
@@ -63,8 +65,8 @@ def test_folder_prefix_with_split_subfolders(tmp_path):
             path.write_bytes(tf.io.encode_png(np.full((3, 3, 1), value, np.uint8)).numpy())
     train = load_dataset(f"folder:{tmp_path / 'imgs'}")
     test = load_dataset(f"folder:{tmp_path / 'imgs'}", "test")
-    assert train.labels.tolist() == [0, 1] and np.all(train.images == 10)
-    assert np.all(test.images == 20)
+    assert train.labels.tolist() == [0, 1] and np.all(train.as_float() == np.float32(10 / 255))
+    assert np.all(test.as_float() == np.float32(20 / 255))
 
 
 def test_folder_prefix_plain_folder_is_train_only(tmp_path):
@@ -147,7 +149,11 @@ def test_options_on_tfds_fallback():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=5):
         ds = load_dataset("mnist", "train", image_size=(8, 12), channels=3, crop="center")
-    assert ds.images.shape == (5, 8, 12, 3) and ds.images.dtype == np.uint8
+        images = ds.as_float()
+    assert ds.image_shape == (8, 12, 3) and images.shape == (5, 8, 12, 3)
+    # uint8 values converted on the fly: x / 255 exactly, and grey replicated into RGB.
+    np.testing.assert_array_equal(np.rint(images * 255) / 255, images)
+    np.testing.assert_array_equal(images[..., 0], images[..., 2])
 
 
 @pytest.mark.parametrize(

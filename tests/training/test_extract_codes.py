@@ -3,10 +3,13 @@
 import json
 import shutil
 
+import tensorflow as tf
+
 import keras
 import numpy as np
 import pytest
 
+from tfvqvae.data import code_files
 from tfvqvae.data import load_codes
 from tfvqvae.data import load_digits
 from tfvqvae.data import model_fingerprint
@@ -23,6 +26,27 @@ def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("extract") / "run"
     train(TrainConfig(**{**TINY, "epochs": 1}, out=str(out)), verbose=0)
     return out
+
+
+def file_bytes(paths):
+    """{name: bytes} of every file of every split's code set."""
+    return {f.name: f.read_bytes() for path in paths.values() for f in code_files(path)}
+
+
+def to_single_file(path):
+    """Turns a one-shard set into the single file the release before shards wrote:
+    the same records at the base path, a header without shard fields."""
+    (shard,) = code_files(path)
+    records = list(tf.data.TFRecordDataset(str(shard)).as_numpy_iterator())
+    header = tf.train.Example.FromString(records[0])
+    metadata = json.loads(header.features.feature["metadata"].bytes_list.value[0])
+    for key in ("shard_index", "num_shards", "total_records"):
+        del metadata[key]
+    header.features.feature["metadata"].bytes_list.value[0] = json.dumps(metadata).encode()
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in [header.SerializeToString(), *records[1:]]:
+            writer.write(record)
+    shard.unlink()
 
 
 def codes_of(path):
@@ -52,22 +76,23 @@ def test_extract_codes_writes_every_split(run_dir):
 
     # The same call again keeps this model's complete files (a killed
     # extraction finishes this way) and rewrites nothing.
-    before = {s: p.read_bytes() for s, p in paths.items()}
+    before = file_bytes(paths)
     again = extract_codes(run_dir)
     assert again == paths and again.kept == ("train", "test")
-    assert {s: p.read_bytes() for s, p in paths.items()} == before
+    assert file_bytes(paths) == before
     assert extract_codes(run_dir, overwrite=True) == paths
     # Same model, same images: the same bytes.
-    assert {s: p.read_bytes() for s, p in paths.items()} == before
+    assert file_bytes(paths) == before
+    # Small splits: one shard each.
     assert sorted(p.name for p in paths["train"].parent.iterdir()) == [
-        "codes-test.tfrecord", "codes-train.tfrecord"
+        "codes-test-00000-of-00001.tfrecord", "codes-train-00000-of-00001.tfrecord"
     ]
 
 
 def test_files_of_another_model_or_damaged_are_refused(run_dir, tmp_path):
     out = tmp_path / "codes"
     paths = extract_codes(run_dir, out=out)
-    before = {s: p.read_bytes() for s, p in paths.items()}
+    before = file_bytes(paths)
     # Another model: the same architecture with one codebook vector moved.
     model = keras.saving.load_model(run_dir / "model.keras")
     codebook = model.quantizer.codebook
@@ -77,14 +102,57 @@ def test_files_of_another_model_or_damaged_are_refused(run_dir, tmp_path):
     with pytest.raises(FileExistsError, match="codes-train.tfrecord \\(written by another "
                        "model\\).*codes-test.tfrecord.*--overwrite"):
         extract_codes(run_dir, out=out, model_path=other)
-    assert {s: p.read_bytes() for s, p in paths.items()} == before
+    assert file_bytes(paths) == before
     # A damaged file is named and refused, the good one left alone.
-    paths["test"].write_bytes(before["test"][:100])
+    test_shard = out / "codes-test-00000-of-00001.tfrecord"
+    test_shard.write_bytes(before[test_shard.name][:100])
     with pytest.raises(FileExistsError, match="codes-test.tfrecord \\(unreadable"):
         extract_codes(run_dir, out=out)
-    assert paths["train"].read_bytes() == before["train"]
+    train_shard = out / "codes-train-00000-of-00001.tfrecord"
+    assert train_shard.read_bytes() == before[train_shard.name]
+    # An incomplete set (one shard of two) is refused too, naming the missing shard.
+    test_shard.rename(out / "codes-test-00001-of-00002.tfrecord")
+    with pytest.raises(FileExistsError, match="codes-test.tfrecord \\(unreadable: code shard "
+                       ".*codes-test-00000-of-00002.tfrecord is missing"):
+        extract_codes(run_dir, out=out)
     assert extract_codes(run_dir, out=out, overwrite=True).kept == ()
-    assert {s: p.read_bytes() for s, p in paths.items()} == before
+    assert file_bytes(paths) == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+def test_num_shards_overwrite_and_single_files_of_earlier_releases(run_dir, tmp_path):
+    out = tmp_path / "codes"
+    single = extract_codes(run_dir, out=tmp_path / "single", splits="train")
+    paths = extract_codes(run_dir, out=out, splits="train", num_shards=3)
+    assert [f.name for f in code_files(paths["train"])] == [
+        f"codes-train-0000{i}-of-00003.tfrecord" for i in range(3)]
+    codes, labels, metadata = codes_of(paths["train"])
+    want_codes, want_labels, want = codes_of(single["train"])
+    np.testing.assert_array_equal(codes, want_codes)  # the same records, in the same order
+    np.testing.assert_array_equal(labels, want_labels)
+    assert metadata == {**want, "num_shards": 3}
+
+    # Kept as they are unless told another count; --overwrite removes the stale shards.
+    assert extract_codes(run_dir, out=out, splits="train").kept == ("train",)
+    assert extract_codes(run_dir, out=out, splits="train", num_shards=3).kept == ("train",)
+    with pytest.raises(FileExistsError, match=r"codes-train.tfrecord \(3 shard\(s\), not 2\)"):
+        extract_codes(run_dir, out=out, splits="train", num_shards=2)
+    assert extract_codes(run_dir, out=out, splits="train", num_shards=2, overwrite=True).kept == ()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "codes-train-00000-of-00002.tfrecord", "codes-train-00001-of-00002.tfrecord"]
+    np.testing.assert_array_equal(codes_of(paths["train"])[0], want_codes)
+
+    # A single file of the release before shards, written by this model: kept and read.
+    to_single_file(single["train"])
+    assert [p.name for p in single["train"].parent.iterdir()] == ["codes-train.tfrecord"]
+    assert extract_codes(run_dir, out=tmp_path / "single", splits="train").kept == ("train",)
+    codes, _, metadata = codes_of(single["train"])
+    np.testing.assert_array_equal(codes, want_codes)
+    assert metadata == want
+    # Replaced by shards with --overwrite.
+    extract_codes(run_dir, out=tmp_path / "single", splits="train", overwrite=True)
+    assert [p.name for p in single["train"].parent.iterdir()] == [
+        "codes-train-00000-of-00001.tfrecord"]
 
 
 def test_options_out_splits_model_and_image_size(run_dir, tmp_path):
@@ -110,7 +178,8 @@ def test_cli(run_dir, tmp_path, capsys):
     assert cli.main(["extract-codes", "--run", str(run_dir), "--out", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
-    assert str(out / "codes-train.tfrecord") in lines[0] and "1500 records" in lines[0]
+    assert lines[0].startswith(f"train: wrote {out / 'codes-train.tfrecord'}: 1500 records "
+                               "in 1 shard codes-train-00000-of-00001.tfrecord")
     assert str(out / "codes-test.tfrecord") in lines[1] and "297 records" in lines[1]
     assert "top 4x4 (K=16)" in lines[1]
 
@@ -119,8 +188,11 @@ def test_cli(run_dir, tmp_path, capsys):
     assert [line.split(":")[0:2] for line in lines] == [["train", " kept " + str(
         out / "codes-train.tfrecord")], ["test", " kept " + str(out / "codes-test.tfrecord")]]
     assert cli.main(["extract-codes", "--run", str(run_dir), "--out", str(out),
-                     "--splits", "test", "--overwrite"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 1
+                     "--splits", "test", "--overwrite", "--num-shards", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and ("297 records in 4 shards codes-test-00000-of-00004.tfrecord .. "
+                                "codes-test-00003-of-00004.tfrecord") in lines[0]
+    assert len(code_files(out / "codes-test.tfrecord")) == 4
 
 
 def test_cli_missing_inputs(tmp_path, capsys):

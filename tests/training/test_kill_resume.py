@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -146,13 +147,13 @@ def test_pipeline_killed_in_prior_training_continues_from_that_stage(reference, 
     assert killed(tfvqvae(*command, kill_at=f"checkpoint:saved:{EPOCH_CHECKPOINTS + 1}"))
     assert (out / "metrics.json").is_file() and not (out / "prior-top" / "model.keras").exists()
     vqvae_bytes = (out / "model.keras").read_bytes()
-    codes_bytes = (out / "codes" / "codes-train.tfrecord").read_bytes()
+    codes_bytes = (out / "codes" / "codes-train-00000-of-00001.tfrecord").read_bytes()
 
     result = tfvqvae(*command)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "kept the finished stages: vqvae, codes" in result.stdout
     assert (out / "model.keras").read_bytes() == vqvae_bytes  # not trained again
-    assert (out / "codes" / "codes-train.tfrecord").read_bytes() == codes_bytes
+    assert (out / "codes" / "codes-train-00000-of-00001.tfrecord").read_bytes() == codes_bytes
     assert_same_model(out / "prior-top" / "model.keras", reference / "prior-top" / "model.keras")
     assert temporaries(out) == []
 
@@ -168,8 +169,8 @@ def test_extract_codes_killed_after_its_first_split_finishes(reference, tmp_path
     shutil.copytree(reference, run, ignore=shutil.ignore_patterns("codes", "prior-*"))
     command = ["extract-codes", "--run", str(run)]
     assert killed(tfvqvae(*command, kill_at="extract-codes:written"))
-    assert (run / "codes" / "codes-train.tfrecord").is_file()
-    assert not (run / "codes" / "codes-test.tfrecord").exists()
+    assert (run / "codes" / "codes-train-00000-of-00001.tfrecord").is_file()
+    assert not list((run / "codes").glob("*codes-test*"))  # nor a temporary file
 
     result = tfvqvae(*command)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -309,3 +310,66 @@ def test_full_disk_during_a_checkpoint_names_the_file_and_resumes(reference, tmp
     result = tfvqvae(*command)  # space freed: the same command finishes
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_model(out / "model.keras", reference / "model.keras")
+
+
+def _mnist_folder(root):
+    """The first 256 + 64 MNIST test images as PNG files: ROOT/train/<digit>/, ROOT/test/<digit>/."""
+    import tensorflow as tf
+
+    from tfvqvae.data import load_dataset
+
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+    data_dir = shared / "mnist" if (shared / "mnist").is_dir() else shared
+    mnist = load_dataset("mnist", "test", data_dir=str(data_dir))
+    for split, part in (("train", slice(0, 256)), ("test", slice(256, 320))):
+        for i, (image, label) in enumerate(zip(mnist.images[part], mnist.labels[part])):
+            path = root / split / str(label) / f"{i:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(tf.io.encode_png(image).numpy())
+    return root
+
+
+@slow
+def test_training_on_a_streamed_folder_killed_mid_epoch_resumes_bit_identically(tmp_path):
+    """A folder read file by file (no array in memory), random flips on, killed right
+    after the mid-epoch backup of step 2: the same command skips the two batches
+    it already took and ends with the uninterrupted run's weights."""
+    folder = _mnist_folder(tmp_path / "images")
+    flags = [
+        "--dataset", f"folder:{folder}", "--image-size", "16", "--random-flip",
+        "--epochs", "2", "--batch-size", "64", "--learning-rate", "2e-3",
+        "--num-embeddings", "16", "--embedding-dim", "4", "--hidden-channels", "16",
+        "--residual-channels", "8", "--num-residual-layers", "1", "--num-downsamples", "1",
+        "--grid-pairs", "4", "--backup-every", "2",
+    ]
+    reference = tmp_path / "reference"
+    result = tfvqvae("train", "--out", str(reference), *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "run"
+    assert killed(tfvqvae("train", "--out", str(out), *flags, kill_at="checkpoint:saved:1"))
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["step"] == 2
+    result = tfvqvae("train", "--out", str(out), *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_model(out / "model.keras", reference / "model.keras")
+
+
+def test_unreadable_image_file_fails_the_run_in_one_line_naming_it(tmp_path):
+    import tensorflow as tf
+
+    folder = tmp_path / "images"
+    for split in ("train", "test"):
+        for i in range(64):
+            path = folder / split / f"{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(tf.io.encode_png(np.full((8, 8, 1), i, np.uint8)).numpy())
+    (folder / "train" / "007.png").write_bytes(b"\x89PNG broken")
+    flags = ["--dataset", f"folder:{folder}", "--epochs", "1", "--batch-size", "16",
+             "--num-embeddings", "8", "--embedding-dim", "4", "--hidden-channels", "8",
+             "--residual-channels", "4", "--num-residual-layers", "1",
+             "--num-downsamples", "1", "--grid-pairs", "2", "--backup-every", "0"]
+    result = tfvqvae("train", "--out", str(tmp_path / "run"), *flags)
+    assert result.returncode != 0
+    assert "007.png" in error_line(result) and "--skip-corrupt" in error_line(result)
+    result = tfvqvae("train", "--out", str(tmp_path / "run2"), *flags, "--skip-corrupt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped 1 unreadable image file(s)" in result.stderr and "007.png" in result.stderr

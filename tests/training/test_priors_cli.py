@@ -59,6 +59,36 @@ def test_train_prior_reports_numpy_nll_of_test_codes(run_with_codes):
     assert metrics["test"]["bits_per_dim"] < metrics["uniform_bits_per_dim"]
 
 
+def test_train_prior_streams_sharded_and_single_file_codes(run_with_codes, tmp_path):
+    """The same records as shards (train: 3 files) or as the single file of earlier
+    releases (test) train the same prior as one shard each."""
+    from tests.training.test_extract_codes import to_single_file
+
+    runs = {}
+    for name, num_shards in (("one", 1), ("sharded", 3)):
+        runs[name] = tmp_path / name
+        shutil.copytree(run_with_codes, runs[name],
+                        ignore=shutil.ignore_patterns("codes", "prior-*"))
+        extract_codes(runs[name], num_shards=num_shards, splits="train")
+        extract_codes(runs[name], num_shards=1, splits="test")
+    codes = runs["sharded"] / "codes"
+    assert sorted(p.name for p in codes.iterdir()) == [
+        "codes-test-00000-of-00001.tfrecord",
+        *(f"codes-train-0000{i}-of-00003.tfrecord" for i in range(3))]
+    to_single_file(codes / "codes-test.tfrecord")
+    assert (codes / "codes-test.tfrecord").is_file()
+
+    config = dict(TINY_PRIOR, epochs=1)
+    metrics = {name: train_prior(PriorConfig(run=str(run), **config), verbose=0)
+               for name, run in runs.items()}
+    assert metrics["sharded"]["num_train_records"] == 1500
+    assert metrics["sharded"]["test"] == pytest.approx(metrics["one"]["test"], rel=1e-6)
+    weights = {name: keras.saving.load_model(run / "prior-top" / "model.keras").get_weights()
+               for name, run in runs.items()}
+    for got, want in zip(weights["sharded"], weights["one"]):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
 def test_sample_is_reproducible_and_validates_class(run_with_codes, tmp_path):
     train_prior(PriorConfig(run=str(run_with_codes), class_conditional=True, **TINY_PRIOR),
                 overwrite=True, verbose=0)
@@ -117,7 +147,8 @@ def test_pipeline_command_end_to_end(tmp_path, capsys):
             "--num-downsamples", "1", "--prior-epochs", "1", "--num-samples", "4"]
     assert cli.main(argv) == 0
     for name in ("model.keras", "metrics.json", "reconstructions.png", "samples-seed0.png",
-                 "codes/codes-train.tfrecord", "prior-top/model.keras", "prior-top/metrics.json"):
+                 "codes/codes-train-00000-of-00001.tfrecord", "prior-top/model.keras",
+                 "prior-top/metrics.json"):
         assert (out / name).is_file(), name
     # The same command again keeps every finished training stage.
     model_bytes = (out / "model.keras").read_bytes()

@@ -1,11 +1,16 @@
-"""Image datasets for VQ-VAE training: loaders and a ``tf.data`` pipeline.
+"""Image datasets for VQ-VAE training: one interface, in memory or streamed.
 
-Value range: every loader returns an :class:`ImageDataset` whose images are
-stored either as ``uint8`` in [0, 255] (IDX, CIFAR-10, image folders, TFDS) or
-as ``float32`` in [0, 1] (the digits default, float ``.npz`` / NumPy input).
-:meth:`ImageDataset.to_tf_dataset` always yields ``float32`` images in
-**[0, 1]** of shape ``(B, H, W, C)``, and :meth:`ImageDataset.as_float` gives
-the same range as a NumPy array. Labels are ``int64`` class indices.
+Every loader returns an :class:`ImageSource` (:mod:`tfvqvae.data.source`):
+
+* small datasets are held in memory as an :class:`ImageDataset` (digits, IDX,
+  CIFAR-10 binary, ``.npz``), ``uint8`` in [0, 255] or ``float32`` in [0, 1];
+* an image folder of any size is streamed (:class:`ImageFolder`: only the file
+  list is in memory; files are decoded in parallel ``tf.data`` maps), as are
+  TFRecord shards of ``tfvqvae prepare`` and TFDS datasets.
+
+``to_tf_dataset`` always yields ``float32`` images in **[0, 1]** of shape
+``(B, H, W, C)``; ``as_float`` gives the same range as a NumPy array (for test
+sets and samples). Labels are ``int64`` class indices.
 
 Typical use::
 
@@ -40,6 +45,8 @@ and reading in :mod:`tfvqvae.data.codes` (:func:`write_codes`,
 """
 
 from tfvqvae.data.codes import (
+    code_files,
+    default_num_shards,
     expected_metadata,
     load_codes,
     model_fingerprint,
@@ -56,13 +63,26 @@ from tfvqvae.data.files import (
     read_idx,
 )
 from tfvqvae.data.image_dataset import ImageDataset, from_numpy
+from tfvqvae.data.image_folder import ImageFolder, open_image_folder
+from tfvqvae.data.source import ImageSource
 from tfvqvae.data.registry import DEFAULT_DATASET, load_dataset
-from tfvqvae.data.tfds_loader import load_tfds
+from tfvqvae.data.image_shards import ImageShards, open_image_shards, write_image_shards
+from tfvqvae.data.tfds_loader import TFDSImages, load_tfds, open_tfds
 
 __all__ = [
     "DEFAULT_DATASET",
     "DEFAULT_SHUFFLE_BLOCK",
     "ImageDataset",
+    "code_files",
+    "default_num_shards",
+    "ImageFolder",
+    "ImageShards",
+    "ImageSource",
+    "TFDSImages",
+    "open_image_shards",
+    "open_tfds",
+    "write_image_shards",
+    "open_image_folder",
     "expected_metadata",
     "epoch_batches",
     "epoch_order",

@@ -3,10 +3,13 @@
 A code file holds a dataset's discrete code maps for training priors
 (Algorithm 2 of VQ-VAE-2, lines 1-7; `tfvqvae.data.codes` writes and reads
 it). This module owns what a file *is*: the header fields and their checks,
-the feature names and parsing of the records, and `model_fingerprint`, which
-ties a file to the model that wrote it.
+the feature names, serializing and parsing of the records, and
+`model_fingerprint`, which ties a file to the model that wrote it.
 
-File layout (one TFRecord file):
+A split's codes are one file (the layout of tfvqvae up to 0.x's single-file
+release, still read) or a set of shards, each a complete code file of a
+contiguous range of the records (`tfvqvae.data.code_shards` names and finds
+them). File layout (one TFRecord file, or one shard):
 
 * record 0, the header: a ``tf.train.Example`` whose bytes feature
   ``metadata`` holds JSON::
@@ -18,7 +21,14 @@ File layout (one TFRecord file):
        "num_classes": 10,              # or null
        "num_records": 50000,
        "model_fingerprint": "3f2a...",
-       "source": {"dataset": "cifar10", "split": "train", "image_size": [32, 32]}}
+       "source": {"dataset": "cifar10", "split": "train", "image_size": [32, 32]},
+       # shards only (absent from single files):
+       "shard_index": 0, "num_shards": 4, "total_records": 200000}
+
+  In a shard, ``num_records`` counts the records of that shard and
+  ``total_records`` those of the whole set; every other field is the same in
+  all shards of a set. A shard is a valid code file on its own (readers that
+  know no shards read it as a file of ``num_records`` records).
 
 * records 1..N, one per image in dataset order: for each level an
   ``int64_list`` feature ``codes/<level>`` with the h*w codes of that level
@@ -199,6 +209,20 @@ def _check_header(path, metadata):
         raise bad(f"num_classes must be null or positive; received {num_classes!r}")
     if not isinstance(metadata.get("model_fingerprint"), str):
         raise bad("model_fingerprint is missing")
+    shard_fields = [key for key in _SHARD_FIELDS if key in metadata]
+    if shard_fields:
+        index, count, total = (metadata.get(key) for key in _SHARD_FIELDS)
+        if len(shard_fields) != len(_SHARD_FIELDS):
+            raise bad(f"a shard header needs all of {list(_SHARD_FIELDS)}; it has {shard_fields}")
+        if not is_int(count, 1) or not is_int(index, 0) or index >= count:
+            raise bad(f"shard_index {index!r} of num_shards {count!r} is not a shard number")
+        if not is_int(total, metadata["num_records"]):
+            raise bad(f"total_records {total!r} is less than this shard's "
+                      f"num_records {metadata['num_records']}")
+
+
+#: Header fields of a shard, absent from a single-file header.
+_SHARD_FIELDS = ("shard_index", "num_shards", "total_records")
 
 
 def _header_example(metadata):
@@ -216,6 +240,95 @@ def _record_example(codes, label):
     }
     feature[_LABEL] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
     return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def _varint(value):
+    """The protobuf varint of one int64 (negative values as their uint64 two's complement)."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _packed_varints(values):
+    """int (B, n), all >= 0 -> (the B packed rows' bytes concatenated, int64 (B,) byte counts)."""
+    values = np.asarray(values)
+    values = values.astype(np.int32 if values.size and values.max() < 2**31 else np.int64)
+    count, n = values.shape
+    top = int(values.max()) if values.size else 0
+    width = max(1, (top.bit_length() + 6) // 7)  # bytes of the largest varint
+    if width == 1:  # every code < 128: one byte each (K <= 128)
+        return values.astype(np.uint8).tobytes(), np.full(count, n, np.int64)
+    # Byte j of a varint: bits 7j..7j+6, with 0x80 when more bytes follow.
+    more = np.empty((count, n, width), bool)  # more[..., j]: byte j+1 exists
+    for j in range(width):
+        more[..., j] = (values >> (7 * (j + 1))) != 0
+    groups = np.empty((count, n, width), np.uint8)
+    for j in range(width):
+        groups[..., j] = ((values >> (7 * j)) & 0x7F) | (more[..., j].astype(np.uint8) << 7)
+    present = np.empty((count, n, width), bool)  # byte j is written
+    present[..., 0] = True
+    present[..., 1:] = more[..., :-1]
+    lengths = present.sum(axis=(1, 2), dtype=np.int64)
+    return groups[present].tobytes(), lengths
+
+
+def _serialize_records(codes, labels):
+    """The serialized records of a batch, as `_record_example` would give them, vectorized.
+
+    Builds the ``tf.train.Example`` wire format directly (Example.features ->
+    Features.feature map entries in the order of ``codes``, then ``label`` ->
+    Feature.int64_list -> packed Int64List.value): about 50 times faster
+    than building the messages one by one in Python, which matters for
+    ImageNet-size code maps (thousands of codes per record).
+
+    Args:
+        codes: ``{level: int (B, h*w)}``, every code >= 0, flattened row-major.
+        labels: int (B,), -1 for unlabelled images.
+
+    Returns:
+        A list of B ``bytes``, one serialized ``tf.train.Example`` per image.
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    count = labels.shape[0]
+    if not count:
+        return []
+
+    def length_delimited(tag, payload_length):
+        return bytes([tag]) + _varint(payload_length)
+
+    def entry(key, packed_payload_length):
+        """The bytes of a map entry ``key`` up to its packed values (which follow)."""
+        int64_list = length_delimited(0x0A, packed_payload_length)  # Int64List.value, packed
+        feature = length_delimited(0x1A, len(int64_list) + packed_payload_length)  # int64_list
+        key_bytes = key.encode()
+        body = (length_delimited(0x0A, len(key_bytes)) + key_bytes  # entry.key
+                + length_delimited(0x12, len(feature) + len(int64_list) + packed_payload_length)
+                + feature + int64_list)
+        head = length_delimited(0x0A, len(body) + packed_payload_length)  # Features.feature
+        return head + body
+
+    packed = {}
+    for level, values in codes.items():
+        values = np.asarray(values).reshape(count, -1)
+        data, lengths = _packed_varints(values)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        packed[_feature_name(level)] = (data, offsets, lengths.tolist())
+    records = []
+    for i in range(count):
+        parts = []
+        for name, (data, offsets, lengths) in packed.items():
+            parts.append(entry(name, lengths[i]))
+            parts.append(data[offsets[i]:offsets[i + 1]])
+        label = _varint(int(labels[i]))
+        parts.append(entry(_LABEL, len(label)))
+        parts.append(label)
+        features = b"".join(parts)
+        records.append(b"\x0a" + _varint(len(features)) + features)  # Example.features
+    return records
 
 
 def _parser(metadata):

@@ -49,14 +49,14 @@ def _plain_int(value):
     return int(value) if isinstance(value, np.integer) else value
 
 
-def _permutation(size, seed_pair):
-    """A stateless permutation of ``range(size)``, int64 (size,)."""
+def permutation(size, seeds):
+    """A stateless permutation of ``range(size)``, int64 (size,), drawn from ``seeds`` (2,)."""
     return tf.random.experimental.stateless_shuffle(
-        tf.range(size, dtype=tf.int64), seed=seed_pair
+        tf.range(size, dtype=tf.int64), seed=seeds
     )
 
 
-def _seed_pair(seed, epoch):
+def seed_pair(seed, epoch):
     """The stateless seed ``[seed, epoch]``, int64 (2,)."""
     return tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
 
@@ -80,7 +80,7 @@ def epoch_order(num_examples, *, seed, epoch):
     num_examples = positive_int("num_examples", _plain_int(num_examples))
     seed = integer("seed", _plain_int(seed))
     epoch = non_negative_int("epoch", _plain_int(epoch))
-    return _permutation(num_examples, _seed_pair(seed, epoch))
+    return permutation(num_examples, seed_pair(seed, epoch))
 
 
 def epoch_batches(
@@ -93,13 +93,19 @@ def epoch_batches(
     skip_batches=0,
     shuffle_block=None,
     drop_remainder=True,
+    input_context=None,
+    steps_per_epoch=None,
+    with_epoch=False,
 ):
     """The batches of epochs ``first_epoch .. epochs - 1`` in the resumable order.
 
     Args:
         data: the number of examples N held in memory (an int: the result
-            holds int64 index batches (B,) to gather with), or a
-            ``tf.data.Dataset`` of records (the result holds batched records).
+            holds int64 index batches (B,) to gather with), a
+            ``tf.data.Dataset`` of records (the result holds batched
+            records), or a function from the epoch (an int64 scalar tensor)
+            to the dataset of that epoch's records (e.g. the shards in an
+            order drawn from (seed, epoch)).
         batch_size: positive int.
         seed: int, the run's seed.
         first_epoch: non-negative int, the first epoch of the stream.
@@ -112,10 +118,27 @@ def epoch_batches(
             `DEFAULT_SHUFFLE_BLOCK` (10 000).
         drop_remainder: drop each epoch's last, smaller batch. Defaults to
             True.
+        input_context: a ``tf.distribute.InputContext`` (from
+            ``strategy.distribute_datasets_from_function``) or None. With it
+            the result is this input pipeline's share, in per-replica batches
+            of ``batch_size / num_replicas_in_sync``: for in-memory data,
+            pipeline k of P takes the k-th of P equal slices of every global
+            batch, so the replicas of one step together see exactly the
+            global batch a single device would (``drop_remainder`` must be
+            True); for records, which already are this pipeline's files,
+            consecutive records are cut into per-replica batches.
+            ``skip_batches`` and ``steps_per_epoch`` still count global steps.
+        steps_per_epoch: for records only, the global steps each epoch is cut
+            to (every worker must take the same number); None keeps every
+            full batch.
+        with_epoch: yield ``(epochs, batch)`` pairs, ``epochs`` an int64
+            ``(B,)`` tensor holding each element's epoch (for per-example
+            random augmentation seeded by (seed, epoch, example)).
 
     Returns:
         An unprefetched ``tf.data.Dataset`` of
-        ``(epochs - first_epoch) * batches_per_epoch - skip_batches`` batches.
+        ``(epochs - first_epoch) * batches_per_epoch - skip_batches`` batches
+        (times the replicas per pipeline with ``input_context``).
 
     Raises:
         ValueError: on an argument outside its range, in-memory data with
@@ -129,10 +152,21 @@ def epoch_batches(
     first_epoch = non_negative_int("first_epoch", _plain_int(first_epoch))
     epochs = integer("epochs", _plain_int(epochs))
     skip_batches = non_negative_int("skip_batches", _plain_int(skip_batches))
-    if isinstance(data, tf.data.Dataset):
+    steps_per_epoch = positive_int("steps_per_epoch", _plain_int(steps_per_epoch),
+                                   allow_none=True)
+    slicing = _pipeline_slices(batch_size, input_context, drop_remainder)
+    replica_batches = slicing[3]  # per-replica batches of one global step, this pipeline
+    if isinstance(data, tf.data.Dataset) or callable(data):
         block = positive_int("shuffle_block", _plain_int(shuffle_block), allow_none=True)
-        per_epoch = _record_epochs(data, block or DEFAULT_SHUFFLE_BLOCK, batch_size,
-                                   seed, drop_remainder)
+        per_epoch = _record_epochs(data, block or DEFAULT_SHUFFLE_BLOCK, slicing[2],
+                                   seed, drop_remainder,
+                                   None if steps_per_epoch is None
+                                   else steps_per_epoch * replica_batches)
+        if steps_per_epoch is not None and skip_batches >= steps_per_epoch:
+            raise ValueError(
+                f"`skip_batches` must satisfy 0 <= skip_batches < {steps_per_epoch} (the "
+                f"steps of an epoch). Received: skip_batches={skip_batches}"
+            )
     elif isinstance(_plain_int(data), int) and not isinstance(data, bool):
         num_examples = positive_int("data", _plain_int(data))
         if shuffle_block is not None:
@@ -141,17 +175,41 @@ def epoch_batches(
                 f"data is permuted whole. Received: shuffle_block={shuffle_block!r}"
             )
         per_epoch = _index_epochs(num_examples, batch_size, seed, skip_batches,
-                                  drop_remainder)
+                                  drop_remainder, slicing)
     else:
         raise TypeError(
             "`data` must be the number of examples (an int) or a tf.data.Dataset of "
             f"records. Received: data of type {type(data).__name__}"
         )
+    if with_epoch:
+        untagged = per_epoch
+
+        def per_epoch(epoch):
+            return untagged(epoch).map(lambda batch: (
+                tf.fill(tf.shape(tf.nest.flatten(batch)[0])[:1], epoch), batch))
+
     batches = tf.data.Dataset.range(first_epoch, max(epochs, first_epoch)).flat_map(per_epoch)
-    return batches.skip(skip_batches)
+    return batches.skip(skip_batches * replica_batches)
 
 
-def _index_epochs(num_examples, batch_size, seed, skip_batches, drop_remainder):
+def _pipeline_slices(batch_size, input_context, drop_remainder):
+    """``(pipelines, pipeline_id, per_replica, replica_batches_per_step)`` of a global batch."""
+    if input_context is None:
+        return 1, 0, batch_size, 1
+    pipelines = int(input_context.num_input_pipelines)
+    replicas = int(input_context.num_replicas_in_sync)
+    if batch_size % replicas or replicas % pipelines:
+        raise ValueError(
+            f"`batch_size` (the global batch) must divide evenly among the "
+            f"{replicas} replicas. Received: batch_size={batch_size}"
+        )
+    if not drop_remainder:
+        raise ValueError("`input_context` needs drop_remainder=True (static, equal batches).")
+    return pipelines, int(input_context.input_pipeline_id), batch_size // replicas, (
+        replicas // pipelines)
+
+
+def _index_epochs(num_examples, batch_size, seed, skip_batches, drop_remainder, slicing):
     """``epoch -> dataset of int64 index batches`` for N examples in memory."""
     if num_examples < batch_size and drop_remainder:
         raise ValueError(
@@ -166,21 +224,25 @@ def _index_epochs(num_examples, batch_size, seed, skip_batches, drop_remainder):
             f"of an epoch). Received: skip_batches={skip_batches}"
         )
     used = per_epoch * batch_size if drop_remainder else num_examples
+    pipelines, pipeline_id, per_replica, _ = slicing
+    share = batch_size // pipelines
 
     def one_epoch(epoch):
-        order = _permutation(num_examples, _seed_pair(seed, epoch))
-        if drop_remainder:  # (used,) -> (per_epoch, B)
-            return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:used], [-1, batch_size]))
+        order = permutation(num_examples, seed_pair(seed, epoch))
+        if drop_remainder:  # (used,) -> (per_epoch, B) -> this pipeline's (per_epoch, B / P)
+            batches = tf.reshape(order[:used], [-1, batch_size])
+            mine = batches[:, pipeline_id * share:(pipeline_id + 1) * share]
+            return tf.data.Dataset.from_tensor_slices(tf.reshape(mine, [-1, per_replica]))
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
     return one_epoch
 
 
-def _record_epochs(records, block, batch_size, seed, drop_remainder):
+def _record_epochs(records, block, batch_size, seed, drop_remainder, max_batches=None):
     """``epoch -> dataset of record batches``, each block of records permuted."""
 
     def one_epoch(epoch):
-        base = _seed_pair(seed, epoch)
+        base = seed_pair(seed, epoch)
 
         def permute(index, chunk):  # chunk: records stacked, (b, ...) each
             # NB: block 0 keeps [seed, e], so a file of at most one block is
@@ -189,10 +251,12 @@ def _record_epochs(records, block, batch_size, seed, drop_remainder):
                 index == 0, base, tf.random.experimental.stateless_fold_in(base, index)
             )
             size = tf.shape(tf.nest.flatten(chunk)[0], out_type=tf.int64)[0]
-            order = _permutation(size, block_seed)
+            order = permutation(size, block_seed)
             return tf.nest.map_structure(lambda t: tf.gather(t, order), chunk)
 
-        shuffled = records.batch(block).enumerate().map(permute)
-        return shuffled.unbatch().batch(batch_size, drop_remainder=drop_remainder)
+        source = records(epoch) if callable(records) else records
+        shuffled = source.batch(block).enumerate().map(permute)
+        batches = shuffled.unbatch().batch(batch_size, drop_remainder=drop_remainder)
+        return batches if max_batches is None else batches.take(max_batches)
 
     return one_epoch

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvqvae.data.image_dataset import ImageDataset, from_numpy
+from tfvqvae.data.image_ops import IMAGE_SUFFIXES, decode_image
 from tfvqvae.data.transform import check_options, convert_channels, convert_image
 from tfvqvae.validation import one_of
 
@@ -52,7 +53,7 @@ _IDX_DTYPES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 _CIFAR_RECORD_BYTES = 1 + 32 * 32 * 3
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_IMAGE_SUFFIXES = IMAGE_SUFFIXES
 
 
 def _check_split(split) -> str:
@@ -259,9 +260,7 @@ def _image_files(directory: Path) -> list[Path]:
 def _read_image(path: Path) -> np.ndarray:
     """Decodes one image file to ``uint8`` ``(H, W, C)``, C in 1..4 (GIF: first frame)."""
     try:
-        image = tf.io.decode_image(
-            tf.io.read_file(str(path)), channels=0, dtype=tf.uint8, expand_animations=False
-        )
+        image = decode_image(tf.io.read_file(str(path)))
     except (tf.errors.OpError, OSError) as err:
         reason = getattr(err, "message", None) or str(err)
         # Drop TensorFlow's "{{function_node ...}}" prefix and "[Op:...]" suffix.
@@ -289,7 +288,11 @@ def load_image_folder(
     channels: int | None = None,
     crop: str = "none",
 ) -> ImageDataset:
-    """Loads a folder of image files (PNG, JPEG, BMP, GIF).
+    """Loads a whole folder of image files (PNG, JPEG, BMP, GIF, WebP) into memory.
+
+    For small folders and tests; ``load_dataset("folder:PATH")`` streams a
+    folder of any size instead (:func:`~tfvqvae.data.open_image_folder`),
+    with the same images in the same order.
 
     Two layouts: one sub-folder per class (``root/<class>/*.png``; labels are
     the index of the class folder in sorted order, hidden folders ignored), or

@@ -13,7 +13,9 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from tfvqvae.data import image_ops
 from tfvqvae.data.epochs import epoch_batches
+from tfvqvae.data.source import ImageSource
 from tfvqvae.data.transform import normalize_size
 from tfvqvae.validation import positive_int
 
@@ -33,7 +35,7 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ImageDataset:
+class ImageDataset(ImageSource):
     """A set of same-shaped images, optionally labelled, held in memory.
 
     The arrays are stored as read-only views; ``float`` inputs are cast to
@@ -123,20 +125,35 @@ class ImageDataset:
         )
 
     @property
+    def labelled(self) -> bool:
+        """Whether the examples carry class labels."""
+        return self.labels is not None
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
         """The ``(H, W, C)`` shape of one image."""
         return tuple(int(d) for d in self.images.shape[1:])
 
-    def as_float(self) -> np.ndarray:
-        """Returns all images as ``float32`` in [0, 1].
+    def as_float(self, max_examples: int | None = None) -> np.ndarray:
+        """Returns all images (or the first ``max_examples``) as ``float32`` in [0, 1].
 
         Returns:
             ``uint8`` storage divided by 255 (a new array), or the stored
             ``float32`` array itself (read-only) when already floating.
         """
-        if self.images.dtype == np.uint8:
-            return self.images.astype(np.float32) / np.float32(255.0)
-        return self.images
+        images = self.images if max_examples is None else self.images[:max_examples]
+        if images.dtype == np.uint8:
+            return images.astype(np.float32) / np.float32(255.0)
+        return images
+
+    def images_at(self, indices, image_size=None) -> np.ndarray:
+        """The images at ``indices`` as ``float32`` in [0, 1] (see `ImageSource.images_at`)."""
+        indices = self._checked_indices(indices)
+        if not len(indices):
+            return super().images_at(indices, image_size)
+        subset = from_numpy(self.images[indices], name=self.name)
+        batches = subset.to_tf_dataset(len(indices), image_size=image_size)
+        return np.concatenate([batch.numpy() for batch in batches])
 
     def pixel_variance(self, chunk: int = 4096) -> float:
         """Variance of all pixel values in [0, 1] units, computed in float64 chunks.
@@ -242,6 +259,8 @@ class ImageDataset:
         skip_batches: int = 0,
         with_labels: bool = False,
         image_size: int | tuple[int, int] | None = None,
+        random_flip: bool = False,
+        input_context: tf.distribute.InputContext | None = None,
     ) -> tf.data.Dataset:
         """The training batches of epochs ``first_epoch .. epochs - 1``, in a resumable order.
 
@@ -254,6 +273,13 @@ class ImageDataset:
         which also gives static shapes); ``skip_batches`` drops that many
         batches from the start of ``first_epoch`` (the steps a resumed run
         already took). The order is `tfvqvae.data.epochs.epoch_batches`'s.
+
+        ``random_flip`` flips each image left-right with probability 1/2,
+        decided by (seed, epoch, index) alone (`image_ops.element_seed`), so
+        a resumed run flips the same images. With ``input_context`` (from
+        ``strategy.distribute_datasets_from_function``) the result is this
+        input pipeline's per-replica batches: its slice of every global
+        batch.
 
         Returns:
             A ``tf.data.Dataset`` like `to_tf_dataset`'s, of
@@ -279,8 +305,28 @@ class ImageDataset:
             first_epoch=first_epoch,
             epochs=epochs,
             skip_batches=skip_batches,
+            input_context=input_context,
+            with_epoch=random_flip,
         )
-        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if random_flip:
+            run_seed = tf.constant(seed, tf.int64)
+
+            def gather_flipped(epochs, indices):
+                batch = gather(indices)
+                images = batch[0] if with_labels else batch
+
+                def flip(element):
+                    image, epoch, index = element
+                    seed = image_ops.element_seed(run_seed, epoch, index, stream=1)
+                    return image_ops.random_flip(image, seed)
+
+                images = tf.map_fn(flip, (images, epochs, indices),
+                                   fn_output_signature=images.dtype)
+                return (images, batch[1]) if with_labels else images
+
+            ds = ds.map(gather_flipped, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        else:
+            ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def _batch_gatherer(self, with_labels, image_size):

@@ -10,11 +10,11 @@ from tfvqvae.data.files import (
     SPLITS,
     load_cifar10_folder,
     load_idx_folder,
-    load_image_folder,
     load_npz,
 )
-from tfvqvae.data.image_dataset import ImageDataset
-from tfvqvae.data.tfds_loader import load_tfds
+from tfvqvae.data.image_folder import open_image_folder
+from tfvqvae.data.source import ImageSource
+from tfvqvae.data.tfds_loader import open_tfds
 from tfvqvae.data.transform import check_options, transform_dataset
 
 __all__ = ["DEFAULT_DATASET", "load_dataset"]
@@ -32,6 +32,7 @@ _IDX_FILES = (
 _CIFAR_FILES = "data_batch_1.bin ... data_batch_5.bin and test_batch.bin (the binary version)"
 _FOLDER_PREFIX = "folder:"
 _NPZ_PREFIX = "npz:"
+_TFRECORD_PREFIX = "tfrecord:"
 
 
 def _check_split(split) -> str:
@@ -61,12 +62,12 @@ def _strip_path(name: str, prefix: str) -> str:
     return path
 
 
-def _load_folder(path: str, split: str, **options) -> ImageDataset:
+def _load_folder(path: str, split: str, **options) -> ImageSource:
     root = Path(path)
     if (root / split).is_dir():
-        return load_image_folder(root / split, **options)
+        return open_image_folder(root / split, **options)
     if split == "train":
-        return load_image_folder(root, **options)
+        return open_image_folder(root, **options)
     if not root.is_dir():
         raise FileNotFoundError(f"directory not found: {root}")
     raise ValueError(
@@ -76,9 +77,9 @@ def _load_folder(path: str, split: str, **options) -> ImageDataset:
 
 
 def _tfds_fallback(key, kind, files, subfolders, split, data_dir, download, options):
-    """``load_tfds`` for a dataset also readable from local files, with a hint on failure."""
+    """``open_tfds`` for a dataset also readable from local files, with a hint on failure."""
     try:
-        return load_tfds(key, split=split, data_dir=data_dir, download=download, **options)
+        return open_tfds(key, split=split, data_dir=data_dir, download=download, **options)
     except FileNotFoundError as err:
         where = f"in data_dir={data_dir}" if data_dir else "(no data_dir given; CLI: --data-dir)"
         allow = (
@@ -102,8 +103,9 @@ def load_dataset(
     channels: int | None = None,
     crop: str = "none",
     download: bool = True,
-) -> ImageDataset:
-    """Loads an image dataset by name.
+    skip_corrupt: bool = False,
+) -> ImageSource:
+    """Opens an image dataset by name: small ones in memory, the others streamed.
 
     Names:
         * ``"digits"`` (:data:`DEFAULT_DATASET`): scikit-learn's 8 x 8 digits,
@@ -113,10 +115,16 @@ def load_dataset(
         * ``"cifar10"``: ``*.bin`` batches from ``data_dir`` (or
           ``data_dir/cifar10``, ``data_dir/cifar-10-batches-bin``) when
           present, else TFDS.
-        * ``"folder:PATH"``: :func:`load_image_folder`; ``PATH/<split>`` is
+        * ``"folder:PATH"``: an image folder of any size, streamed
+          (:func:`~tfvqvae.data.open_image_folder`); ``PATH/<split>`` is
           used when it exists, otherwise ``PATH`` itself is the train split.
+        * ``"tfrecord:PATH"``: TFRecord shards of encoded images written by
+          ``tfvqvae prepare`` (PATH the folder holding ``dataset.json``) or
+          a glob pattern of shards in that layout, streamed
+          (:func:`~tfvqvae.data.open_image_shards`).
         * ``"npz:PATH"``: :func:`load_npz` with ``split``.
-        * any other name: :func:`load_tfds` (TFDS names, e.g. ``"svhn_cropped"``).
+        * any other name: a TFDS dataset streamed as ``tf.data``
+          (:func:`~tfvqvae.data.open_tfds`; e.g. ``"imagenet2012"``).
 
     Args:
         name: Dataset name as above (case-insensitive except paths).
@@ -133,18 +141,26 @@ def load_dataset(
             replicated). Alpha is always dropped, never composited.
         crop: ``"none"`` resizes the whole image (aspect ratio not kept);
             ``"center"`` cuts the largest centred window of the
-            ``image_size`` aspect ratio, then resizes. ``"center"`` needs
+            ``image_size`` aspect ratio, then resizes; ``"random"`` (streamed
+            sources only) cuts a window of that size at a random place in
+            training batches (seeded by (seed, epoch, example)) and the
+            centre elsewhere. ``"center"`` and ``"random"`` need
             ``image_size``.
         download: Whether TFDS may download a dataset that is neither in
             local files nor prepared under ``data_dir``. Even when ``True``
             it downloads only if the download host answers within a few
             seconds (:mod:`tfvqvae.data.tfds_loader`); otherwise, and when
             ``False``, a ``FileNotFoundError`` says which files to put where.
+        skip_corrupt: for image folders: skip unreadable files (a warning
+            names each) instead of failing.
 
     Returns:
-        An :class:`ImageDataset`; images ``uint8`` in [0, 255] or ``float32``
-        in [0, 1] of shape ``(N, H, W, C)``, both yielded as ``float32`` in
-        [0, 1] by :meth:`ImageDataset.to_tf_dataset`.
+        An :class:`~tfvqvae.data.ImageSource`: an :class:`ImageDataset` in
+        memory for digits, IDX, CIFAR-10 binary and ``.npz``; a streamed
+        :class:`~tfvqvae.data.ImageFolder`, :class:`~tfvqvae.data.ImageShards`
+        or :class:`~tfvqvae.data.TFDSImages` otherwise. Its
+        ``to_tf_dataset`` yields ``float32`` batches in [0, 1] of shape
+        ``(B, H, W, C)``.
 
     Raises:
         ValueError: On an empty name, a bad split for local data, an unknown
@@ -163,11 +179,18 @@ def load_dataset(
     name = name.strip()
     key = name.lower()
 
-    size, channels, crop = check_options(image_size, channels, crop)
-    options = {"image_size": size, "channels": channels, "crop": crop}
+    random_crop = crop == "random"
+    size, channels, crop = check_options(image_size, channels, "center" if random_crop else crop)
+    options = {"image_size": size, "channels": channels,
+               "crop": "random" if random_crop else crop}
 
     if key.startswith(_FOLDER_PREFIX):
-        return _load_folder(_strip_path(name, _FOLDER_PREFIX), _check_split(split), **options)
+        return _load_folder(_strip_path(name, _FOLDER_PREFIX), _check_split(split),
+                            skip_corrupt=skip_corrupt, **options)
+    if key.startswith(_TFRECORD_PREFIX):
+        from tfvqvae.data.image_shards import open_image_shards
+
+        return open_image_shards(_strip_path(name, _TFRECORD_PREFIX), split=split, **options)
     if key.startswith(_NPZ_PREFIX):
         dataset = load_npz(_strip_path(name, _NPZ_PREFIX), split=_check_split(split))
     elif key == DEFAULT_DATASET:
@@ -191,5 +214,11 @@ def load_dataset(
         logger.info("loading cifar10 %s from binary batches in %s", split, folder)
         dataset = load_cifar10_folder(folder, _check_split(split))
     else:
-        return load_tfds(name, split=split, data_dir=data_dir, download=download, **options)
+        return open_tfds(name, split=split, data_dir=data_dir, download=download, **options)
+    if random_crop:
+        raise ValueError(
+            f"crop='random' (CLI: --crop random) needs a streamed dataset (an image folder, "
+            f"TFRecord shards or TFDS): {name!r} is read from local files into memory and "
+            "converted once. Use crop='center'. Received: crop='random'"
+        )
     return transform_dataset(dataset, **options)

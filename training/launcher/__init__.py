@@ -6,6 +6,7 @@
     tfvqvae train-prior --run DIR [--level top|bottom] [--preset NAME] [...]
     tfvqvae sample --run DIR [--num-samples 16] [--temperature 1.0] [--seed 0] [...]
     tfvqvae export --run DIR --out OUT [--format savedmodel,tflite,onnx] [--verify] [...]
+    tfvqvae prepare --images FOLDER --out DIR [--split train] [--shards N | --shard-size MB] [...]
     tfvqvae presets [NAME ...]
 
 This package lies outside ``tfvqvae`` because importing ``tfvqvae`` imports

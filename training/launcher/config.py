@@ -205,15 +205,23 @@ class TrainConfig(_Config):
 
     out: str = option("runs/vqvae", "output folder (with --preset: runs/PRESET)")
     dataset: str = option(DEFAULT_DATASET, "digits (offline), mnist, fashion_mnist, cifar10, "
-                          "any TFDS name, folder:PATH or npz:PATH")
+                          "any TFDS name, folder:PATH (streamed), tfrecord:PATH (shards of "
+                          "tfvqvae prepare, streamed) or npz:PATH")
     data_dir: str | None = option(None, "folder with local files (IDX, CIFAR-10 .bin) or a "
                                   "TFDS data_dir")
     image_size: int | None = option(None, "resize images to this square size at load time "
                                      "(none: the dataset's size)", positive=True)
     crop: str = option("none", "with --image-size: none resizes the whole image, center "
-                       "crops its centre to the new aspect first", choices=("none", "center"))
+                       "crops its centre to the new aspect first, random crops a window of "
+                       "that size at a random place in training batches (streamed datasets)",
+                       choices=("none", "center", "random"))
     channels: int | None = option(None, "convert images to 1 (grey) or 3 (RGB) channels "
                                   "(none: the dataset's)", choices=(1, 3))
+    random_flip: bool = option(False, "flip training images left-right at random (decided by "
+                               "--seed, the epoch and the image, so a resumed run flips the "
+                               "same ones)")
+    skip_corrupt: bool = option(False, "skip image files that cannot be decoded (a warning "
+                                "names each) instead of stopping")
     max_train_examples: int | None = option(None, "train on the first N training images "
                                             "(none: all)", positive=True)
     epochs: int = option(10, "passes over the training images", positive=True)

@@ -10,6 +10,7 @@ they agree with the library.
 
 import argparse
 import dataclasses
+import math
 
 from tfvqvae_cli.config import PRESETS
 from tfvqvae_cli.config import PRIOR_PRESETS
@@ -25,6 +26,7 @@ EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")  # tfvqvae.export.exporter.FOR
 TFLITE_MODES = ("float32", "dynamic_range", "int8")  # tfvqvae.export.tflite
 SAMPLE_METHODS = ("cached", "naive")  # tfvqvae.export.signatures
 EXTRACT_SPLITS = ("train", "test")  # tfvqvae.training.extract_codes.DEFAULT_SPLITS
+PREPARE_SHARD_SIZE_MB = 128  # tfvqvae.data.image_shards.DEFAULT_SHARD_SIZE_MB
 
 # A prior option of `pipeline` is --prior-<field>; these come from the VQ-VAE's.
 PIPELINE_PRIOR_SKIP = ("run", "level", "seed", "mixed_precision", "jit_compile")
@@ -46,6 +48,9 @@ COMMANDS = {  # name: (module run after parsing, one line of help)
     "export": ("tfvqvae.export.cli",
                "export a run to SavedModel (TF Serving), TFLite and ONNX; --verify "
                "compares with Keras"),
+    "prepare": ("tfvqvae.training.prepare",
+                "pack an image folder into shuffled TFRecord shards (+ dataset.json) that "
+                "stream at any scale: --dataset tfrecord:OUT"),
     "presets": (None, "print what each --preset sets, for train and for its priors"),
 }
 
@@ -179,6 +184,8 @@ def add_extract_codes(parser):
     add(parser, "--splits", "comma-separated splits", ",".join(EXTRACT_SPLITS))
     add(parser, "--out", "output folder", shown_default="RUN/codes")
     add(parser, "--batch-size", "images per encoding step", 256, type=positive_int)
+    add(parser, "--num-shards", "code files per split (codes-<split>-NNNNN-of-NNNNN.tfrecord)",
+        shown_default="shards of about 128 MB", type=positive_int, metavar="N")
     add(parser, "--overwrite", "replace existing code files", False,
         action=argparse.BooleanOptionalAction)
 
@@ -250,6 +257,24 @@ def add_export(parser):
         "(0: reported, not enforced)", 0.0, type=percentage)
 
 
+def add_prepare(parser):
+    parser.add_argument("--images", required=True, help="image folder: one sub-folder per "
+                        "class, or a flat folder of images; FOLDER/SPLIT when it exists")
+    parser.add_argument("--out", required=True, help="output folder for the shards and "
+                        "dataset.json (other splits in it are kept)")
+    add(parser, "--split", "split name (part of the shard file names)", "train")
+    size = parser.add_mutually_exclusive_group()
+    add(size, "--shards", "number of shards (have at least as many as training workers)",
+        type=positive_int, metavar="N", shown_default="one per --shard-size")
+    add(size, "--shard-size", "target shard size in MiB of image files", type=number_in(
+        (0, math.inf, "()")), metavar="MB", shown_default=PREPARE_SHARD_SIZE_MB)
+    add(parser, "--seed", "seed of the record order", 0, type=int)
+    add(parser, "--skip-corrupt", "skip unreadable image files (counted in dataset.json) "
+        "instead of failing", False, action=argparse.BooleanOptionalAction)
+    add(parser, "--overwrite", "replace the split when dataset.json already holds it", False,
+        action=argparse.BooleanOptionalAction)
+
+
 def add_presets(parser):
     parser.add_argument("names", nargs="*", metavar="PRESET",
                         help=f"presets to show (default: all of {', '.join(PRESETS)})")
@@ -262,6 +287,7 @@ BUILDERS = {
     "train-prior": add_train_prior,
     "sample": add_sample,
     "export": add_export,
+    "prepare": add_prepare,
     "presets": add_presets,
 }
 
