@@ -21,6 +21,7 @@ import tensorflow as tf
 from tfvqvae.data import image_ops
 from tfvqvae.data.epochs import epoch_batches
 from tfvqvae.data.source import DEFAULT_VARIANCE_SAMPLE
+from tfvqvae.data.source import VARIANCE_BATCH
 from tfvqvae.data.source import ImageSource
 from tfvqvae.data.source import per_replica_batch
 from tfvqvae.data.transform import normalize_size
@@ -162,7 +163,7 @@ class EncodedImageStream(ImageSource):
         those images); never holds more than a batch.
         """
         count = min(len(self), positive_int("max_examples", max_examples))
-        images = self.take(count).to_tf_dataset(256)
+        images = self.take(count).to_tf_dataset(VARIANCE_BATCH)
 
         def add(total, batch):
             x = tf.cast(batch, tf.float64)

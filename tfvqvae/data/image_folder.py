@@ -39,6 +39,7 @@ from tfvqvae.data.epochs import epoch_batches
 from tfvqvae.data.epochs import permutation
 from tfvqvae.data.epochs import seed_pair
 from tfvqvae.data.source import DEFAULT_VARIANCE_SAMPLE
+from tfvqvae.data.source import VARIANCE_BATCH
 from tfvqvae.data.source import ImageSource
 from tfvqvae.data.transform import check_options
 from tfvqvae.data.transform import normalize_size
@@ -312,9 +313,9 @@ class ImageFolder(ImageSource):
         float64; equals ``np.var`` of those images. Never materialises them.
         """
         count = min(len(self), positive_int("max_examples", max_examples))
-        keys = tf.data.Dataset.from_tensor_slices(_order(len(self), 0, 0)[:count]).batch(256)
-        keys = keys.map(lambda k: (tf.zeros_like(k), k))
-        images = self._decoded(keys, 256, seed=0, train=False, random_flip=False,
+        keys = tf.data.Dataset.from_tensor_slices(_order(len(self), 0, 0)[:count])
+        keys = keys.batch(VARIANCE_BATCH).map(lambda k: (tf.zeros_like(k), k))
+        images = self._decoded(keys, VARIANCE_BATCH, seed=0, train=False, random_flip=False,
                                with_labels=False, image_size=None)
 
         def add(total, batch):

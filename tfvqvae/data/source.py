@@ -31,10 +31,13 @@ import tensorflow as tf
 
 from tfvqvae.validation import positive_int
 
-__all__ = ["DEFAULT_VARIANCE_SAMPLE", "ImageSource", "per_replica_batch"]
+__all__ = ["DEFAULT_VARIANCE_SAMPLE", "VARIANCE_BATCH", "ImageSource", "per_replica_batch"]
 
 #: Examples a streamed source reads to estimate the pixel variance.
 DEFAULT_VARIANCE_SAMPLE = 10_000
+#: Images per step of that pass: small, so that the float64 copy of a batch of large
+#: images stays small (32 images of 256x256x3 are 50 MB in float64).
+VARIANCE_BATCH = 32
 
 
 def per_replica_batch(batch_size, input_context=None):
