@@ -490,7 +490,7 @@ def report(args, q, infos, resolved, source_repr, pipe, results, commands, wall)
         f"({results['model']['small']['peak_mb']:.0f} MB with it, "
         f"{results['plain']['peak_mb']:.0f} MB without): it happens before step 1 and "
         "the allocator keeps the pages, hence the flat RSS from step 3 on. Its size "
-        "depends on the image size and its batch (256 images, or all of them when fewer), "
+        f"depends on the image size and its batch ({VARIANCE_BATCH} images), "
         "not on the number of images.",
     ]
     pipe_rate = statistics.median(pipe)

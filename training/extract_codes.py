@@ -221,11 +221,11 @@ def main(args):
             for h, w in [metadata["code_shapes"][level]]
         )
         if files == [path]:
-            where = "a single file"
+            where = f"a single file, {path}"
         elif len(files) == 1:
-            where = f"1 shard {files[0].name}"
+            where = f"1 shard, {files[0]}"
         else:
-            where = f"{len(files)} shards {files[0].name} .. {files[-1].name}"
-        print(f"{split}: {action} {path}: {metadata['num_records']} records in {where}, "
+            where = f"{len(files)} shards, {files[0]} .. {files[-1].name}"
+        print(f"{split}: {action} {metadata['num_records']} records in {where}, "
               f"levels {levels}")
     return 0

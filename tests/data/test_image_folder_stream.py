@@ -170,6 +170,11 @@ def test_unreadable_file_is_named_or_skipped_and_counted(tmp_path, capfd, monkey
     assert seen <= readable and len(seen) >= 38  # every batch filled up from its own images
     err = capfd.readouterr().err
     assert "skipped 1 unreadable image file(s)" in err and "00013.png" in err
+    # Outside training (evaluation, code extraction) the file is left out, not replaced.
+    evaluated = np.concatenate(_batches(skipping.to_tf_dataset(8)))
+    assert len(evaluated) == 39
+    np.testing.assert_array_equal(np.rint(evaluated * 255).astype(np.uint8),
+                                  np.delete(images, 13, axis=0))
 
 
 def test_a_size_the_probe_missed_names_the_file_and_image_size(tmp_path, monkeypatch):
@@ -181,7 +186,12 @@ def test_a_size_the_probe_missed_names_the_file_and_image_size(tmp_path, monkeyp
     with pytest.raises(tf.errors.InvalidArgumentError) as caught:
         _batches(folder.to_tf_dataset(4))
     message = str(unreadable_file_error(caught.value))
-    assert "00004.png is 5x7, not the 8x8" in message and "--image-size" in message
+    assert "00004.png is 5x7, not the 8x8 of the other images in its folder" in message
+    assert "--image-size" in message and "\\'" not in message
+    # Skipping unreadable files does not skip a readable file of another size.
+    skipping = load_dataset(f"folder:{root}", skip_corrupt=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="00004.png is 5x7"):
+        _batches(skipping.epochs_dataset(3, seed=0, first_epoch=0, epochs=1))
     resized = load_dataset(f"folder:{root}", image_size=8)
     assert np.concatenate(_batches(resized.to_tf_dataset(4))).shape == (9, 8, 8, 1)
 
@@ -233,9 +243,12 @@ def test_random_crop_is_seeded_by_seed_epoch_and_image(tmp_path):
                                   np.concatenate(_batches(centre.to_tf_dataset(16))))
 
 
-def test_random_crop_of_an_in_memory_dataset_is_refused():
+def test_random_crop_of_an_in_memory_dataset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="crop='random'.*streamed"):
         load_dataset("digits", image_size=8, crop="random")
+    root = _write_folder(tmp_path / "f", np.zeros((2, 4, 4, 1), np.uint8))
+    with pytest.raises(ValueError, match=r"`crop='random'` needs an image_size"):
+        load_dataset(f"folder:{root}", crop="random")
 
 
 def test_images_at_reads_those_files(twins):

@@ -8,6 +8,7 @@ training order (same seed same batches, disjoint pipelines, resume = suffix).
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,8 @@ def test_prepare_order_is_a_function_of_the_seed(prepared, tmp_path):
 def test_a_second_split_is_added_and_a_prepared_split_is_kept(prepared, tmp_path):
     root, *_ = prepared
     write_image_shards(root, tmp_path, num_shards=2, split="train")
-    write_image_shards(root / "cat", tmp_path, num_shards=1, split="test")
+    shutil.copytree(root / "cat", tmp_path / "source" / "test")  # FOLDER/test: the test split
+    write_image_shards(tmp_path / "source", tmp_path, num_shards=1, split="test")
     splits = json.loads((tmp_path / "dataset.json").read_text())["splits"]
     assert (splits["train"]["num_records"], splits["test"]["num_records"]) == (18, 5)
     assert splits["test"]["num_classes"] is None and not splits["test"]["labelled"]
@@ -241,6 +243,21 @@ def test_bare_pattern_counts_and_probes_the_records(prepared):
     np.testing.assert_array_equal(pattern.as_float(), folder.as_float())
     with pytest.raises(ValueError, match="split 'test'.*its splits: train"):
         open_image_shards(out, split="test")
+    # A pattern is the train split, unless {split} says where the split's name goes:
+    # the test set must never silently be the training shards.
+    with pytest.raises(ValueError, match=r"names one set of files.*\{split\}"):
+        open_image_shards(str(out / "images-train-*.tfrecord"), split="test")
+    placeholder = open_image_shards(str(out / "images-{split}-*.tfrecord"))
+    assert placeholder.files == folder.files
+    with pytest.raises(FileNotFoundError, match="images-test-"):
+        open_image_shards(str(out / "images-{split}-*.tfrecord"), split="test")
+
+
+def test_prepare_refuses_a_split_its_folder_does_not_have(tmp_path):
+    root = _make_folder(tmp_path / "flat")
+    with pytest.raises(ValueError, match=r"no 'test' sub-folder.*counts as the 'train' split"):
+        write_image_shards(root, tmp_path / "out", split="test")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def _epoch_names(source, reference, **kwargs):

@@ -178,20 +178,25 @@ def test_cli(run_dir, tmp_path, capsys):
     assert cli.main(["extract-codes", "--run", str(run_dir), "--out", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f"train: wrote {out / 'codes-train.tfrecord'}: 1500 records "
-                               "in 1 shard codes-train-00000-of-00001.tfrecord")
-    assert str(out / "codes-test.tfrecord") in lines[1] and "297 records" in lines[1]
+    # The file named is the one written (the shard), not the split's base name.
+    assert lines[0].startswith(
+        f"train: wrote 1500 records in 1 shard, {out / 'codes-train-00000-of-00001.tfrecord'}")
+    assert str(out / "codes-test-00000-of-00001.tfrecord") in lines[1]
+    assert "297 records" in lines[1]
     assert "top 4x4 (K=16)" in lines[1]
 
     assert cli.main(["extract-codes", "--run", str(run_dir), "--out", str(out)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split(":")[0:2] for line in lines] == [["train", " kept " + str(
-        out / "codes-train.tfrecord")], ["test", " kept " + str(out / "codes-test.tfrecord")]]
+    assert [line.split(":")[0] for line in lines] == ["train", "test"]
+    for line, split in zip(lines, ("train", "test")):
+        assert line.startswith(f"{split}: kept ")
+        assert str(out / f"codes-{split}-00000-of-00001.tfrecord") in line
     assert cli.main(["extract-codes", "--run", str(run_dir), "--out", str(out),
                      "--splits", "test", "--overwrite", "--num-shards", "4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1 and ("297 records in 4 shards codes-test-00000-of-00004.tfrecord .. "
-                                "codes-test-00003-of-00004.tfrecord") in lines[0]
+    assert len(lines) == 1 and (
+        f"297 records in 4 shards, {out / 'codes-test-00000-of-00004.tfrecord'} .. "
+        "codes-test-00003-of-00004.tfrecord") in lines[0]
     assert len(code_files(out / "codes-test.tfrecord")) == 4
 
 

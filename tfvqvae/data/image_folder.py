@@ -16,10 +16,15 @@ the same ones.
 
 Unreadable files: by default the first one met stops the pipeline with
 ``tf.errors.InvalidArgumentError`` "Cannot read image file PATH ..."
-(:func:`unreadable_file_error` turns it into a ``ValueError``). With
-``skip_corrupt=True`` it is skipped with a warning naming it, and the batch is
-filled up with other images of the same batch, so every epoch keeps its
-number of steps (and the order stays resumable).
+(:func:`unreadable_file_error` turns it into a ``ValueError``; training,
+``pixel_variance`` and ``images_at`` raise that ``ValueError`` themselves).
+With ``skip_corrupt=True`` it is skipped with a warning naming it: training
+batches (`ImageFolder.epochs_dataset`) are filled up with other images of the
+same batch, so every epoch keeps its number of steps (and the order stays
+resumable); `ImageFolder.to_tf_dataset` (evaluation, code extraction) leaves
+it out. A decodable file of another size than the folder's stops the pipeline
+the same way, naming the file and ``--image-size``, whatever
+``skip_corrupt`` says.
 """
 
 from __future__ import annotations
@@ -156,7 +161,7 @@ def open_image_folder(directory, image_size=None, channels=None, crop="none",
     if not directory.is_dir():
         raise NotADirectoryError(f"not a directory: {directory}")
     random_crop = crop == "random"
-    size, channels, crop = check_options(image_size, channels, "center" if random_crop else crop)
+    size, channels, crop = check_options(image_size, channels, crop, streamed=True)
     paths, labels, classes = list_image_files(directory)
     if not paths:
         raise ValueError(
@@ -271,7 +276,7 @@ class ImageFolder(ImageSource):
         keys = keys.map(lambda k: (tf.zeros_like(k), k))
         images = self._decoded(keys, batch_size, seed=0, train=False, random_flip=False,
                                with_labels=with_labels, image_size=image_size)
-        if repeat:
+        if repeat or self.skip_corrupt:  # skipped files make the count smaller
             return images
         # The interleave hides the count from tf.data; Keras wants it to know the epoch's end.
         batches = n // batch_size if drop_remainder else -(-n // batch_size)
@@ -366,10 +371,19 @@ class ImageFolder(ImageSource):
                     image, image_ops.element_seed(seed, epoch, index, stream=1))
             return position, index, image, fits, got
 
+        def check_size(position, index, image, fits, got):
+            """A decodable file of another size than the folder's stops the pipeline."""
+            note = tf.strings.join([
+                "Image file ", tf.gather(paths, index), " is ", tf.strings.as_string(got[0]),
+                "x", tf.strings.as_string(got[1]), f", not the {height}x{width} of the other "
+                "images in its folder: pass image_size=(height, width) (CLI: --image-size)"])
+            with tf.control_dependencies([tf.debugging.Assert(fits, [note], summarize=1)]):
+                return tf.identity(position), index, image, fits, got
+
         def one_batch(epochs, indices):
             count = tf.shape(indices, out_type=tf.int64)[0]
             elements = tf.data.Dataset.from_tensor_slices(
-                (tf.range(count), epochs, indices)).map(load).ignore_errors()
+                (tf.range(count), epochs, indices)).map(load).ignore_errors().map(check_size)
             end = tf.data.Dataset.from_tensors(
                 (count, tf.constant(-1, tf.int64), tf.zeros(shape, tf.uint8),
                  tf.constant(True), tf.zeros([2], tf.int32)))
@@ -390,12 +404,6 @@ class ImageFolder(ImageSource):
                         UNREADABLE, missing, ": not a decodable image (JPEG, PNG, BMP, GIF, "
                         "WebP) or unreadable; pass skip_corrupt=True (CLI: --skip-corrupt) to "
                         "skip such files"])], summarize=1)]
-                size_note = tf.strings.join([
-                    "Image file ", tf.gather(paths, tf.maximum(index, 0)), " is ",
-                    tf.strings.as_string(got[0]), "x", tf.strings.as_string(got[1]),
-                    f", not the {height}x{width} of the folder's other images: pass "
-                    "image_size=(height, width) (CLI: --image-size)"])
-                deps.append(tf.debugging.Assert(fits, [size_note], summarize=1))
                 with tf.control_dependencies(deps):
                     return position + 1, (image, tf.gather(labels, tf.maximum(index, 0)),
                                           index >= 0)
@@ -403,7 +411,7 @@ class ImageFolder(ImageSource):
             checked = elements.concatenate(end).scan(tf.constant(0, tf.int64), check)
             checked = checked.filter(lambda image, label, real: real)
             checked = checked.map(lambda image, label, real: (image, label))
-            if skip:  # fill the batch up with its own readable images
+            if skip and train:  # fill the batch up with its own readable images
                 checked = checked.repeat().take(count)
             return checked
 

@@ -309,6 +309,10 @@ def write_image_shards(source_folder, out_dir, *, split="train", num_shards=None
         raise NotADirectoryError(f"not a directory: {source}")
     if (source / split).is_dir():
         source = source / split
+    elif split != "train":
+        raise ValueError(
+            f"image folder {source} has no {split!r} sub-folder; split {split!r} needs "
+            f"{source / split} (the folder itself counts as the 'train' split)")
     paths, labels, classes = list_image_files(source)
     if not paths:
         raise ValueError(f"no image files ({', '.join(image_ops.IMAGE_SUFFIXES)}) found in "
@@ -495,7 +499,9 @@ def open_image_shards(path, image_size=None, channels=None, crop="none", *, spli
             gives the shards of ``split``, their counts, classes and image
             sizes; the path of ``dataset.json`` itself works too), or a
             glob pattern (``tf.io.gfile.glob``; or one file) of TFRecord
-            files in that layout: then one pass over the files counts their
+            files in that layout, where ``{split}`` stands for the split's
+            name (a pattern without it is the "train" split only): then one
+            pass over the files counts their
             records (and their largest label: ``num_classes`` is that plus
             one), and the first `PROBE_RECORDS` records are decoded to
             learn the image size and colour mode.
@@ -507,8 +513,8 @@ def open_image_shards(path, image_size=None, channels=None, crop="none", *, spli
             the ``center`` window's size at a random place; every other
             pipeline cuts the centre). ``center``/``random`` need
             ``image_size``.
-        split: the split of a prepared folder (ignored for a pattern).
-            Defaults to ``"train"``.
+        split: the split of a prepared folder, or the name put in for
+            ``{split}`` in a pattern. Defaults to ``"train"``.
         shuffle_block: encoded records permuted together in training order.
             Defaults to 2048.
         cycle_length: shards read at once in training order. Defaults to 4.
@@ -517,12 +523,13 @@ def open_image_shards(path, image_size=None, channels=None, crop="none", *, spli
         FileNotFoundError: no file matches the pattern (the message names
             it); a folder without ``dataset.json``; a shard it lists is
             missing.
-        ValueError: a bad option; an unknown split; images of different
+        ValueError: a bad option; an unknown split (or a split other than
+            "train" for a pattern without ``{split}``); images of different
             sizes without ``image_size`` (naming ``image_size`` and
             ``--image-size``); files that are not TFRecords of that layout.
     """
     random_crop = crop == "random"
-    size, channels, crop = check_options(image_size, channels, "center" if random_crop else crop)
+    size, channels, crop = check_options(image_size, channels, crop, streamed=True)
     shuffle_block = positive_int("shuffle_block", shuffle_block)
     cycle_length = positive_int("cycle_length", cycle_length)
     text = os.fspath(path)
@@ -539,6 +546,13 @@ def open_image_shards(path, image_size=None, channels=None, crop="none", *, spli
         name = folder.resolve().name if split == "train" else f"{folder.resolve().name}/{split}"
         where = f"{folder} (split {split!r})"
     else:
+        if "{split}" in text:
+            text = text.replace("{split}", split)
+        elif split != "train":
+            raise ValueError(
+                f"the pattern {text!r} names one set of files, the 'train' split: for split "
+                f"{split!r} write {{split}} where the split's name goes (e.g. "
+                "DIR/images-{split}-*.tfrecord) or pass the folder `tfvqvae prepare` wrote")
         files = sorted(tf.io.gfile.glob(text))
         if not files:
             raise FileNotFoundError(f"no TFRecord file matches {text!r}")

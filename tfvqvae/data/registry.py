@@ -180,7 +180,7 @@ def load_dataset(
     key = name.lower()
 
     random_crop = crop == "random"
-    size, channels, crop = check_options(image_size, channels, "center" if random_crop else crop)
+    size, channels, crop = check_options(image_size, channels, crop, streamed=True)
     options = {"image_size": size, "channels": channels,
                "crop": "random" if random_crop else crop}
 

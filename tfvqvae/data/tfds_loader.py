@@ -361,7 +361,7 @@ def open_tfds(
             ``download=False`` or the download host unreachable.
     """
     random_crop = crop == "random"
-    size, channels, crop = check_options(image_size, channels, "center" if random_crop else crop)
+    size, channels, crop = check_options(image_size, channels, crop, streamed=True)
     shuffle_block = positive_int("shuffle_block", shuffle_block)
     cycle_length = positive_int("cycle_length", cycle_length)
     _, info = _load_split(name, split, data_dir, download)

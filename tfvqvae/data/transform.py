@@ -90,13 +90,16 @@ def normalize_size(image_size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def check_options(image_size=None, channels=None, crop="none"):
+def check_options(image_size=None, channels=None, crop="none", streamed=False):
     """Validates the load-time options and returns ``(size or None, channels, crop)``.
 
     Args:
         image_size: ``None``, an int (square) or ``(height, width)``.
         channels: ``None``, ``1`` or ``3``.
-        crop: ``"none"`` or ``"center"``; ``"center"`` needs ``image_size``.
+        crop: ``"none"`` or ``"center"`` (or ``"random"`` with ``streamed``);
+            ``"center"`` and ``"random"`` need ``image_size``.
+        streamed: also accept ``"random"`` (the streamed sources' per-batch
+            random window).
 
     Returns:
         ``((h, w) or None, channels, crop)``.
@@ -112,7 +115,7 @@ def check_options(image_size=None, channels=None, crop="none"):
             "`channels` must be 1 (grey), 3 (RGB) or None (keep). "
             f"Received: channels={channels!r}"
         )
-    one_of("crop", crop, CROPS)
+    one_of("crop", crop, CROPS + (("random",) if streamed else ()))
     if crop != "none" and size is None:
         raise ValueError(
             f"`crop={crop!r}` needs an image_size (CLI: --image-size) to take the aspect "
