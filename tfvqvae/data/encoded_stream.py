@@ -22,9 +22,9 @@ from tfvqvae.data import image_ops
 from tfvqvae.data.epochs import epoch_batches
 from tfvqvae.data.source import DEFAULT_VARIANCE_SAMPLE
 from tfvqvae.data.source import VARIANCE_BATCH
+from tfvqvae.data.source import finish_batches
 from tfvqvae.data.source import ImageSource
 from tfvqvae.data.source import per_replica_batch
-from tfvqvae.data.transform import normalize_size
 from tfvqvae.validation import positive_int
 
 __all__ = ["DEFAULT_SHUFFLE_BLOCK", "EncodedImageStream"]
@@ -213,16 +213,4 @@ class EncodedImageStream(ImageSource):
 
     def _finish(self, images, with_labels, image_size):
         """uint8 batches -> float32 in [0, 1] (resized to ``image_size``), prefetched."""
-        height, width = self.size
-        target = None if image_size is None else normalize_size(image_size)
-
-        def finish(x, y):
-            x = image_ops.to_float(x)
-            if target is not None and target != (height, width):
-                shrink = target[0] < height or target[1] < width
-                x = tf.clip_by_value(
-                    tf.image.resize(x, target, method="bilinear", antialias=shrink), 0.0, 1.0)
-            return (x, y) if with_labels else x
-
-        images = images.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return images.prefetch(tf.data.AUTOTUNE)
+        return finish_batches(images, self.size, image_size, with_labels)

@@ -45,9 +45,9 @@ from tfvqvae.data.epochs import permutation
 from tfvqvae.data.epochs import seed_pair
 from tfvqvae.data.source import DEFAULT_VARIANCE_SAMPLE
 from tfvqvae.data.source import VARIANCE_BATCH
+from tfvqvae.data.source import finish_batches
 from tfvqvae.data.source import ImageSource
 from tfvqvae.data.transform import check_options
-from tfvqvae.data.transform import normalize_size
 from tfvqvae.validation import positive_int
 
 __all__ = ["ImageFolder", "list_image_files", "open_image_folder", "unreadable_file_error"]
@@ -418,19 +418,7 @@ class ImageFolder(ImageSource):
         images = keys.interleave(
             one_batch, cycle_length=tf.data.AUTOTUNE, block_length=batch,
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        images = images.batch(batch)
-        target = None if image_size is None else normalize_size(image_size)
-
-        def finish(x, y):
-            x = image_ops.to_float(x)
-            if target is not None and target != (height, width):
-                shrink = target[0] < height or target[1] < width
-                x = tf.clip_by_value(
-                    tf.image.resize(x, target, method="bilinear", antialias=shrink), 0.0, 1.0)
-            return (x, y) if with_labels else x
-
-        images = images.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return images.prefetch(tf.data.AUTOTUNE)
+        return finish_batches(images.batch(batch), self.size, image_size, with_labels)
 
 
 def _order(n, seed, epoch):

@@ -29,6 +29,8 @@ import abc
 import numpy as np
 import tensorflow as tf
 
+from tfvqvae.data import image_ops
+from tfvqvae.data.transform import normalize_size
 from tfvqvae.validation import positive_int
 
 __all__ = ["DEFAULT_VARIANCE_SAMPLE", "VARIANCE_BATCH", "ImageSource", "per_replica_batch"]
@@ -70,6 +72,31 @@ def per_replica_batch(batch_size, input_context=None):
         )
     return pipelines, int(input_context.input_pipeline_id), batch_size // pipelines, (
         batch_size // replicas)
+
+
+def finish_batches(images, size, image_size=None, with_labels=False):
+    """uint8 ``(images, labels)`` batches -> float32 in [0, 1], resized, prefetched.
+
+    Args:
+        images: a dataset of ``(uint8 (B, h, w, C), int64 (B,))`` pairs.
+        size: ``(h, w)`` of those images.
+        image_size: None or an int / ``(height, width)`` to resize to
+            (bilinear, antialiased when shrinking, clipped to [0, 1]).
+        with_labels: keep the labels (else yield the images alone).
+    """
+    height, width = size
+    target = None if image_size is None else normalize_size(image_size)
+
+    def finish(x, y):
+        x = image_ops.to_float(x)
+        if target is not None and target != (height, width):
+            shrink = target[0] < height or target[1] < width
+            x = tf.clip_by_value(
+                tf.image.resize(x, target, method="bilinear", antialias=shrink), 0.0, 1.0)
+        return (x, y) if with_labels else x
+
+    images = images.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return images.prefetch(tf.data.AUTOTUNE)
 
 
 class ImageSource(abc.ABC):
