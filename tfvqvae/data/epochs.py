@@ -35,6 +35,7 @@ epoch has N // batch_size batches of static shape.
 import numpy as np
 import tensorflow as tf
 
+from tfvqvae.data.source import per_replica_batch
 from tfvqvae.validation import integer
 from tfvqvae.validation import non_negative_int
 from tfvqvae.validation import positive_int
@@ -196,17 +197,11 @@ def _pipeline_slices(batch_size, input_context, drop_remainder):
     """``(pipelines, pipeline_id, per_replica, replica_batches_per_step)`` of a global batch."""
     if input_context is None:
         return 1, 0, batch_size, 1
-    pipelines = int(input_context.num_input_pipelines)
-    replicas = int(input_context.num_replicas_in_sync)
-    if batch_size % replicas or replicas % pipelines:
-        raise ValueError(
-            f"`batch_size` (the global batch) must divide evenly among the "
-            f"{replicas} replicas. Received: batch_size={batch_size}"
-        )
     if not drop_remainder:
         raise ValueError("`input_context` needs drop_remainder=True (static, equal batches).")
-    return pipelines, int(input_context.input_pipeline_id), batch_size // replicas, (
-        replicas // pipelines)
+    pipelines, pipeline_id, per_pipeline, per_replica = per_replica_batch(
+        batch_size, input_context)
+    return pipelines, pipeline_id, per_replica, per_pipeline // per_replica
 
 
 def _index_epochs(num_examples, batch_size, seed, skip_batches, drop_remainder, slicing):
