@@ -33,6 +33,7 @@ setup(
         "tfvqvae.layers",
         "tfvqvae.models",
         "tfvqvae.data",
+        "tfvqvae.evaluation",
         "tfvqvae.training",
         "tfvqvae.export",
         "tfvqvae_cli",

@@ -72,7 +72,7 @@ def test_load_model_errors(tmp_path):
 def _tiny_vqvae():
     return tfvqvae.VQVAE(image_channels=1, hidden_channels=4, residual_channels=2,
                          num_residual_layers=1, num_downsamples=1,
-                         quantizer=tfvqvae.VectorQuantizerEMA(4, 2))
+                         quantizer=tfvqvae.VectorQuantizerEMA(4, 2, kmeans_init=False, restart_unused_after=None))
 
 
 def test_load_model_and_priors(tmp_path):

@@ -27,6 +27,12 @@ the exporters alike (the exporters never import training code)::
       prior-bottom/                the same for the bottom level (VQVAE2)
       samples-seed<SEED>.png       `tfvqvae sample --seed SEED`     samples_file(RUN, SEED)
       export/                      `tfvqvae pipeline`'s export      EXPORT_DIR
+      evaluation/                  `tfvqvae evaluate`               EVALUATION_DIR
+        evaluation.json            CAS and rate-distortion          evaluation_file(RUN)
+        evaluation.md              the same as markdown tables      evaluation_table_file(RUN)
+        samples-per-class.png      one row of samples per class     class_samples_file(RUN)
+        codebook-usage-<level>.png per-code counts of each level    usage_histogram_file(RUN, L)
+        logs/                      TensorBoard (histograms, images) evaluation_logs_dir(RUN)
 
 Every path has a function of the folder (``model_file(RUN)``,
 ``checkpoints_dir(prior_dir(RUN, "top"))``, ...); the file names are the
@@ -69,6 +75,7 @@ LATEST_FILE = "latest.json"
 CODES_DIR = "codes"
 PRIOR_DIR_PREFIX = "prior-"
 EXPORT_DIR = "export"
+EVALUATION_DIR = "evaluation"
 
 
 def model_file(folder):
@@ -153,6 +160,36 @@ def prior_dir(run, level):
 def samples_file(run, seed):
     """The sample grid of ``tfvqvae sample --seed SEED``: ``RUN/samples-seed<SEED>.png``."""
     return Path(run) / f"samples-seed{seed}.png"
+
+
+def evaluation_dir(run):
+    """What ``tfvqvae evaluate`` writes: ``RUN/evaluation``."""
+    return Path(run) / EVALUATION_DIR
+
+
+def evaluation_file(run):
+    """CAS and rate-distortion results: ``RUN/evaluation/evaluation.json``."""
+    return evaluation_dir(run) / "evaluation.json"
+
+
+def evaluation_table_file(run):
+    """The evaluation as markdown tables: ``RUN/evaluation/evaluation.md``."""
+    return evaluation_dir(run) / "evaluation.md"
+
+
+def class_samples_file(run):
+    """Generated samples, one row per class: ``RUN/evaluation/samples-per-class.png``."""
+    return evaluation_dir(run) / "samples-per-class.png"
+
+
+def usage_histogram_file(run, level):
+    """Per-code counts of ``level``: ``RUN/evaluation/codebook-usage-<level>.png``."""
+    return evaluation_dir(run) / f"codebook-usage-{level}.png"
+
+
+def evaluation_logs_dir(run):
+    """TensorBoard events of the evaluation: ``RUN/evaluation/logs``."""
+    return evaluation_dir(run) / LOGS_DIR
 
 
 def export_dir(run):

@@ -133,7 +133,7 @@ def _test_metrics(model, test):
     metrics = {
         "mse": test["mse"],
         "psnr_db": psnr(test["mse"]),
-        "normalized_mse": test["mse"] / model.data_variance,
+        "normalized_mse": test["mse"] / model.reconstruction_variance,
     }
 
     def level_metrics(prefix, num_embeddings):

@@ -27,6 +27,7 @@ from tfvqvae.data import epoch_batches
 from tfvqvae.data import expected_metadata
 from tfvqvae.data import load_codes
 from tfvqvae.data.code_shards import existing_files
+from tfvqvae.models.pixelcnn_prior import prior_inputs
 from tfvqvae.run_folder import code_file
 from tfvqvae.run_folder import config_file
 from tfvqvae.run_folder import load_model
@@ -110,20 +111,6 @@ def prior_options(config, metadata):
 def build_prior(config, metadata):
     """The `PixelCNNPrior` for ``config.level`` of a code file's ``metadata``."""
     return tfvqvae.PixelCNNPrior(**prior_options(config, metadata))
-
-
-def prior_inputs(record, level, class_conditional, condition=None):
-    """A code-file record -> the prior's input dict.
-
-    ``condition``: the level the prior is conditioned on (`condition_level`),
-    or None for the top prior.
-    """
-    inputs = {"codes": record[level]}
-    if class_conditional:
-        inputs["labels"] = record["label"]
-    if condition is not None:
-        inputs["condition"] = record[condition]
-    return inputs
 
 
 def _pipeline(dataset, config, metadata):

@@ -23,7 +23,7 @@ def test_same_codebook_same_indices():
 
 
 def test_starts_from_our_codebook():
-    ours = tfvqvae.VectorQuantizerEMA(16, 4, seed=3)
+    ours = tfvqvae.VectorQuantizerEMA(16, 4, seed=3, kmeans_init=False, restart_unused_after=None)
     theirs = SonnetVectorQuantizerEMA(16, 4, seed=3)
     ours.build((None, 4))
     theirs.build((None, 4))

@@ -27,7 +27,7 @@ def tiny_model(seed=0, num_embeddings=16, **kwargs):
     options.update(kwargs)
     return tfvqvae.VQVAE(
         image_channels=1,
-        quantizer=tfvqvae.VectorQuantizerEMA(num_embeddings, 4, decay=0.9, seed=seed),
+        quantizer=tfvqvae.VectorQuantizerEMA(num_embeddings, 4, decay=0.9, seed=seed, kmeans_init=False, restart_unused_after=None),
         **options,
     )
 
@@ -228,8 +228,8 @@ def test_vqvae2_round_trip(tmp_path):
     keras.utils.set_random_seed(0)
     model = tfvqvae.VQVAE2(
         image_channels=1, hidden_channels=16, residual_channels=8, num_residual_layers=1,
-        top_quantizer=tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9),
-        bottom_quantizer=tfvqvae.VectorQuantizerEMA(24, 6, decay=0.9),
+        top_quantizer=tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9, kmeans_init=False, restart_unused_after=None),
+        bottom_quantizer=tfvqvae.VectorQuantizerEMA(24, 6, decay=0.9, kmeans_init=False, restart_unused_after=None),
     )
     data = from_numpy(np.random.default_rng(0).random((10, 16, 16, 1), np.float32),
                       labels=np.arange(10) % 3, num_classes=3)

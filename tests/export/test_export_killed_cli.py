@@ -28,7 +28,7 @@ TIMEOUT = 600  # seconds; the machine may be busy
 def _tiny_run(path):
     model = tfvqvae.VQVAE(
         image_channels=1, hidden_channels=8, residual_channels=4, num_residual_layers=1,
-        quantizer=tfvqvae.VectorQuantizerEMA(8, 4, decay=0.9),
+        quantizer=tfvqvae.VectorQuantizerEMA(8, 4, decay=0.9, kmeans_init=False, restart_unused_after=None),
     )
     model(np.random.default_rng(0).random((2, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.float32))
     path.mkdir(parents=True)

@@ -26,7 +26,7 @@ IMAGE_SIZE = 16
 def _tiny_vqvae():
     model = tfvqvae.VQVAE(
         image_channels=1, hidden_channels=8, residual_channels=4, num_residual_layers=1,
-        quantizer=tfvqvae.VectorQuantizerEMA(8, 4, decay=0.9),
+        quantizer=tfvqvae.VectorQuantizerEMA(8, 4, decay=0.9, kmeans_init=False, restart_unused_after=None),
     )
     model(np.random.default_rng(0).random((2, IMAGE_SIZE, IMAGE_SIZE, 1), dtype=np.float32))
     return model

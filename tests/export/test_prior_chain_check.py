@@ -11,7 +11,7 @@ IMAGE_SHAPE = (32, 32, 1)  # three levels: top 2x2, middle 4x4, bottom 8x8
 
 @pytest.fixture(scope="module")
 def model():
-    quantizers = [tfvqvae.VectorQuantizerEMA(8 + k, 4, seed=k) for k in range(3)]
+    quantizers = [tfvqvae.VectorQuantizerEMA(8 + k, 4, seed=k, kmeans_init=False, restart_unused_after=None) for k in range(3)]
     return tfvqvae.HierarchicalVQVAE(num_levels=3, image_channels=1, hidden_channels=8,
                                      residual_channels=4, num_residual_layers=1,
                                      quantizers=quantizers)

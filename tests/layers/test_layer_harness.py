@@ -40,9 +40,12 @@ def harness():
 @pytest.mark.parametrize(
     "cls, kwargs, trainable, non_trainable",
     [
-        (VectorQuantizer, {}, 1, 1),  # codebook | training_steps
+        # Without codebook care: codebook | training_steps
+        (VectorQuantizer, {"restart_unused_after": None, "kmeans_init": False}, 1, 1),
         (VectorQuantizer, {"restart_unused_after": 2, "kmeans_init": True}, 1, 2),
-        (VectorQuantizerEMA, {"decay": 0.9}, 0, 4),  # codebook, N, m, training_steps
+        # codebook, N, m, training_steps (+ steps_unused with restarts)
+        (VectorQuantizerEMA, {"decay": 0.9, "restart_unused_after": None,
+                              "kmeans_init": False}, 0, 4),
         (VectorQuantizerEMA, {"restart_unused_after": 2, "kmeans_init": True}, 0, 5),
     ],
 )
@@ -67,7 +70,7 @@ def test_keras_run_layer_test(harness, cls, kwargs, trainable, non_trainable, ad
 @pytest.mark.parametrize("cls", BOTH)
 def test_symbolic_call_with_unknown_dims(cls):
     inputs = keras.Input((None, None, D))
-    layer = cls(8, D)
+    layer = cls(8, D, kmeans_init=False, restart_unused_after=None)
     outputs = layer(inputs)
     assert tuple(outputs.shape) == (None, None, None, D)
     model = keras.Model(inputs, outputs)
@@ -80,7 +83,7 @@ def test_symbolic_call_with_unknown_dims(cls):
 
 @pytest.mark.parametrize("cls", BOTH)
 def test_tf_function_with_dynamic_batch(cls):
-    layer = cls(8, D, restart_unused_after=3)
+    layer = cls(8, D, restart_unused_after=3, kmeans_init=False)
     layer.build((None, D))
     codebook = layer.codebook.numpy()
 
@@ -155,15 +158,20 @@ def test_config_round_trip(cls, kwargs):
 def test_config_round_trip_defaults(cls):
     layer = cls(4, 2)
     config = layer.get_config()
-    assert config["commitment_cost"] == 0.25
+    assert config["commitment_cost"] == 1.0  # DEFAULT_COMMITMENT_COST (issue 13)
     assert config.get("codebook_cost") == (1.0 if cls is VectorQuantizer else None)
-    assert config["kmeans_init"] is False and config["restart_unused_after"] is None
+    # Codebook care on by default (issue 13, bench/codebook_defaults.py).
+    assert config["kmeans_init"] is True and config["restart_unused_after"] == 20
     assert cls.from_config(config).get_config() == config
+    # A config of an earlier release (care off, written out) keeps it off.
+    old = {**config, "kmeans_init": False, "restart_unused_after": None}
+    assert cls.from_config(old).get_config() == old
 
 
 def _ema_model(k=6, **kwargs):
     inputs = keras.Input((4, 4, D))
     h = keras.layers.Dense(D, name="encoder")(inputs)
+    kwargs = {"kmeans_init": False, "restart_unused_after": None, **kwargs}
     q = VectorQuantizerEMA(k, D, name="vq", **kwargs)(h)
     outputs = keras.layers.Dense(1, name="decoder")(q)
     return keras.Model(inputs, outputs)
@@ -204,7 +212,7 @@ def test_keras_save_load_round_trip(tmp_path):
 
 def test_keras_save_load_gradient_quantizer(tmp_path):
     inputs = keras.Input((3, D))
-    outputs = keras.layers.Dense(1)(VectorQuantizer(5, D, name="vq", commitment_cost=0.7)(inputs))
+    outputs = keras.layers.Dense(1)(VectorQuantizer(5, D, name="vq", commitment_cost=0.7, kmeans_init=False, restart_unused_after=None)(inputs))
     model = keras.Model(inputs, outputs)
     path = tmp_path / "vq.keras"
     model.save(path)
@@ -221,7 +229,7 @@ def test_keras_save_load_gradient_quantizer(tmp_path):
 @pytest.mark.parametrize("cls", BOTH)
 def test_mixed_precision_dtypes(cls):
     keras.mixed_precision.set_dtype_policy("mixed_float16")
-    layer = cls(8, D)
+    layer = cls(8, D, kmeans_init=False, restart_unused_after=None)
     z = np.random.default_rng(2).normal(size=(2, 3, 3, D)).astype(np.float32)
     out = layer(z, training=True)
     assert layer.compute_dtype == "float16"
@@ -250,6 +258,7 @@ def test_mixed_precision_dtypes(cls):
 def _functional_model(cls, decoder_kernel="glorot_uniform", **kwargs):
     inputs = keras.Input((4, 4, D))
     h = keras.layers.Dense(D, name="encoder")(inputs)
+    kwargs = {"kmeans_init": False, "restart_unused_after": None, **kwargs}
     q = cls(6, D, name="vq", **kwargs)(h)
     outputs = keras.layers.Dense(1, name="decoder", kernel_initializer=decoder_kernel)(q)
     return keras.Model(inputs, outputs)
@@ -330,7 +339,7 @@ def test_fit_without_add_losses_leaves_encoder_alone(cls):
 
 @pytest.mark.parametrize("cls", [VectorQuantizer, VectorQuantizerEMA])
 def test_float64_dtype_policy(cls):
-    layer = cls(8, D, dtype="float64")
+    layer = cls(8, D, dtype="float64", kmeans_init=False, restart_unused_after=None)
     z = np.random.default_rng(4).normal(size=(5, D))
     out = layer(z, training=True)
     assert out.dtype == tf.float64

@@ -151,7 +151,7 @@ def test_ema_step_in_blocks_matches_numpy(jit_compile):
     rng = np.random.default_rng(5)
     codebook = rng.normal(size=(K, D)).astype(np.float32)
     batches = [rng.normal(size=(4, 11, D)).astype(np.float32) for _ in range(3)]
-    layer = small_blocks(VectorQuantizerEMA(K, D, decay=0.8, epsilon=1e-3), 5)
+    layer = small_blocks(VectorQuantizerEMA(K, D, decay=0.8, epsilon=1e-3, kmeans_init=False, restart_unused_after=None), 5)
     layer.build((None, D))
     layer.codebook.assign(codebook)
     layer.ema_embedding_sum.assign(codebook)

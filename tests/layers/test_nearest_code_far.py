@@ -55,7 +55,8 @@ def unambiguous(z, codebook):
 
 
 def make_layer(cls, codebook, block_rows=None):
-    layer = cls(K, D, decay=0.5) if cls is VectorQuantizerEMA else cls(K, D)
+    paper = dict(kmeans_init=False, restart_unused_after=None)
+    layer = cls(K, D, decay=0.5, **paper) if cls is VectorQuantizerEMA else cls(K, D, **paper)
     if block_rows is not None:  # several blocks in the training path
         layer._block_elements = block_rows * K
     layer.build((None, D))

@@ -23,6 +23,8 @@ def make_layer(cls, codebook, **kwargs):
     """A built layer whose codebook (and EMA state, N = 1, m = e) is ``codebook``."""
     codebook = np.asarray(codebook, np.float32)
     k, d = codebook.shape
+    kwargs.setdefault("kmeans_init", False)  # the paper's layer, the codebook given
+    kwargs.setdefault("restart_unused_after", None)
     layer = cls(k, d, **kwargs)
     layer.build((None, d))
     layer.codebook.assign(codebook)
@@ -113,7 +115,7 @@ def test_lookup_of_indices_returns_codebook_rows(cls):
 
 
 def test_lookup_builds_an_unbuilt_layer():
-    layer = VectorQuantizer(5, 2)
+    layer = VectorQuantizer(5, 2, kmeans_init=False, restart_unused_after=None)
     rows = layer.lookup([[0, 4]])
     assert layer.built
     assert tuple(rows.shape) == (1, 2, 2)
@@ -271,8 +273,8 @@ def test_codebook_cost_hand_computed():
 
 
 def test_codebook_cost_defaults_to_the_papers_weight_of_one():
-    assert VectorQuantizer(4, 2).codebook_cost == 1.0
-    assert VectorQuantizer(4, 2).get_config()["codebook_cost"] == 1.0
+    assert VectorQuantizer(4, 2, kmeans_init=False, restart_unused_after=None).codebook_cost == 1.0
+    assert VectorQuantizer(4, 2, kmeans_init=False, restart_unused_after=None).get_config()["codebook_cost"] == 1.0
 
 
 @pytest.mark.parametrize("value", [1.0, 0.5, 0.0])
@@ -282,8 +284,8 @@ def test_ema_refuses_codebook_cost(value):
         match=r"`codebook_cost` does not apply to VectorQuantizerEMA.*"
         + re.escape(f"Received: codebook_cost={value!r}"),
     ):
-        VectorQuantizerEMA(4, 2, codebook_cost=value)
-    assert "codebook_cost" not in VectorQuantizerEMA(4, 2).get_config()
+        VectorQuantizerEMA(4, 2, codebook_cost=value, kmeans_init=False, restart_unused_after=None)
+    assert "codebook_cost" not in VectorQuantizerEMA(4, 2, kmeans_init=False, restart_unused_after=None).get_config()
 
 
 def test_ema_has_no_codebook_loss_and_untrainable_codebook():
@@ -368,7 +370,7 @@ def test_single_code_used_gives_perplexity_one():
 # ---------------------------------------------------------- 12. bad input
 @pytest.mark.parametrize("cls", BOTH)
 def test_rank1_input_is_rejected(cls):
-    layer = cls(4, 3)
+    layer = cls(4, 3, kmeans_init=False, restart_unused_after=None)
     z = np.zeros((3,), np.float32)
     with pytest.raises(ValueError, match=r"ndim=1|shape=\(3,\)"):
         layer(z)
@@ -384,7 +386,7 @@ def test_wrong_last_dim_names_embedding_dim_and_shape(cls):
     with pytest.raises(ValueError, match=r"embedding_dim=4.*Received: input_shape=\(2, 5\)"):
         cls(8, 4)(z)
     # Built: the public methods name both.
-    layer = cls(8, 4)
+    layer = cls(8, 4, kmeans_init=False, restart_unused_after=None)
     layer.build((None, 4))
     for method in (layer.indices, layer.distances, layer.quantize_with_losses):
         match = r"embedding_dim=4.*Received: inputs with shape=\(2, 5\)"
@@ -398,7 +400,7 @@ def test_wrong_last_dim_names_embedding_dim_and_shape(cls):
 @pytest.mark.parametrize("cls", BOTH)
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_integer_input_raises_type_error_naming_dtype(cls, dtype):
-    layer = cls(4, 2)
+    layer = cls(4, 2, kmeans_init=False, restart_unused_after=None)
     z = np.zeros((3, 2), dtype)
     name = np.dtype(dtype).name
     with pytest.raises(TypeError, match=f"floating-point.*dtype={name}"):

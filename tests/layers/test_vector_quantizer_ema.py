@@ -47,6 +47,8 @@ def make_ema(codebook=E0, cluster_size=N0, embedding_sum=M0, **kwargs):
     k, d = np.shape(codebook)
     kwargs.setdefault("decay", DECAY)
     kwargs.setdefault("epsilon", EPS)
+    kwargs.setdefault("kmeans_init", False)  # the paper's layer: the codebook given here
+    kwargs.setdefault("restart_unused_after", None)
     layer = VectorQuantizerEMA(k, d, **kwargs)
     layer.build((None, d))
     layer.codebook.assign(codebook)
@@ -56,7 +58,7 @@ def make_ema(codebook=E0, cluster_size=N0, embedding_sum=M0, **kwargs):
 
 
 def test_initial_state_is_n_one_m_codebook():
-    layer = VectorQuantizerEMA(6, 3)
+    layer = VectorQuantizerEMA(6, 3, kmeans_init=False, restart_unused_after=None)
     layer.build((None, 3))
     np.testing.assert_array_equal(layer.ema_cluster_size.numpy(), np.ones(6))
     np.testing.assert_array_equal(layer.ema_embedding_sum.numpy(), layer.codebook.numpy())
@@ -176,6 +178,8 @@ def run_steps(strategy, batches, codebook=None, **kwargs):
     ``strategy.run`` per global batch inside a tf.function.
 
     Returns the layer and, per step, the per-replica ``counts`` outputs."""
+    kwargs.setdefault("kmeans_init", False)
+    kwargs.setdefault("restart_unused_after", None)
     with strategy.scope():
         layer = VectorQuantizerEMA(K_M, D_M, decay=0.8, epsilon=1e-3, add_losses=False, **kwargs)
         layer.build((None, 2, 2, D_M))
@@ -468,7 +472,7 @@ def test_restart_unused_code_after_two_steps_ema():
 
 def test_restart_unused_code_gradient_layer():
     codebook = np.array([[0.0, 0.0], [4.0, 0.0], [-100.0, 100.0]], np.float32)
-    vq = VectorQuantizer(3, 2, restart_unused_after=2, seed=3)
+    vq = VectorQuantizer(3, 2, restart_unused_after=2, seed=3, kmeans_init=False)
     vq.build((None, 2))
     vq.codebook.assign(codebook)
     vq.quantize_with_losses(Z, training=True)
@@ -483,7 +487,7 @@ def test_restart_unused_code_gradient_layer():
 
 
 def test_restart_counter_resets_when_code_is_used_again():
-    vq = VectorQuantizer(3, 2, restart_unused_after=3)
+    vq = VectorQuantizer(3, 2, restart_unused_after=3, kmeans_init=False)
     vq.build((None, 2))
     vq.codebook.assign(np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 40.0]], np.float32))
     vq.quantize_with_losses(Z, training=True)

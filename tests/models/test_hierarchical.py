@@ -109,9 +109,9 @@ def test_each_level_is_conditioned_on_every_level_above():
 
 
 def test_fit_reports_every_level_and_stays_finite():
-    model = tiny(3, quantizers=[tfvqvae.VectorQuantizerEMA(8, 3, decay=0.9),
-                                tfvqvae.VectorQuantizer(10, 4),
-                                tfvqvae.VectorQuantizerEMA(12, 5, decay=0.9)])
+    model = tiny(3, quantizers=[tfvqvae.VectorQuantizerEMA(8, 3, decay=0.9, kmeans_init=False, restart_unused_after=None),
+                                tfvqvae.VectorQuantizer(10, 4, kmeans_init=False, restart_unused_after=None),
+                                tfvqvae.VectorQuantizerEMA(12, 5, decay=0.9, kmeans_init=False, restart_unused_after=None)])
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = [numpy(w).copy() for w in model.trainable_weights]
     history = model.fit(images(4, 32, 32), batch_size=2, epochs=1, verbose=0).history
@@ -140,9 +140,9 @@ def test_vqvae2_metric_names_are_kept():
 
 @pytest.mark.slow  # four models saved and loaded with their optimizer state (about 25 s)
 def test_config_and_keras_file_round_trip(tmp_path):
-    model = tiny(3, quantizers=[tfvqvae.VectorQuantizerEMA(8, 3, decay=0.9),
-                                tfvqvae.VectorQuantizer(10, 4),
-                                tfvqvae.VectorQuantizerEMA(12, 5, decay=0.9)],
+    model = tiny(3, quantizers=[tfvqvae.VectorQuantizerEMA(8, 3, decay=0.9, kmeans_init=False, restart_unused_after=None),
+                                tfvqvae.VectorQuantizer(10, 4, kmeans_init=False, restart_unused_after=None),
+                                tfvqvae.VectorQuantizerEMA(12, 5, decay=0.9, kmeans_init=False, restart_unused_after=None)],
                  data_variance=0.5, name="three")
     config = model.get_config()
     assert config["num_levels"] == 3 and len(config["quantizers"]) == 3
@@ -164,11 +164,11 @@ def test_config_and_keras_file_round_trip(tmp_path):
 def test_vqvae2_is_the_two_level_case(tmp_path):
     """Same networks, same weights in the same order for the same seed, same file layout."""
     keras.utils.set_random_seed(0)
-    vqvae2 = tfvqvae.VQVAE2(**SIZES, top_quantizer=tfvqvae.VectorQuantizerEMA(8, 3, seed=0),
-                            bottom_quantizer=tfvqvae.VectorQuantizer(10, 4, seed=1))
+    vqvae2 = tfvqvae.VQVAE2(**SIZES, top_quantizer=tfvqvae.VectorQuantizerEMA(8, 3, seed=0, kmeans_init=False, restart_unused_after=None),
+                            bottom_quantizer=tfvqvae.VectorQuantizer(10, 4, seed=1, kmeans_init=False, restart_unused_after=None))
     keras.utils.set_random_seed(0)
     general = HierarchicalVQVAE(num_levels=2, **SIZES, quantizers=[
-        tfvqvae.VectorQuantizerEMA(8, 3, seed=0), tfvqvae.VectorQuantizer(10, 4, seed=1)])
+        tfvqvae.VectorQuantizerEMA(8, 3, seed=0, kmeans_init=False, restart_unused_after=None), tfvqvae.VectorQuantizer(10, 4, seed=1, kmeans_init=False, restart_unused_after=None)])
     assert isinstance(vqvae2, HierarchicalVQVAE) and vqvae2.num_levels == 2
     assert vqvae2.levels == general.levels == ("top", "bottom")
     for name in ("top_quantizer", "bottom_quantizer", "bottom_encoder", "top_encoder",
@@ -198,9 +198,9 @@ def test_vqvae2_is_the_two_level_case(tmp_path):
 def test_one_level_is_a_vqvae_with_two_downsamples():
     keras.utils.set_random_seed(0)
     vqvae = tfvqvae.VQVAE(**SIZES, num_downsamples=2,
-                          quantizer=tfvqvae.VectorQuantizerEMA(8, 3, seed=0))
+                          quantizer=tfvqvae.VectorQuantizerEMA(8, 3, seed=0, kmeans_init=False, restart_unused_after=None))
     keras.utils.set_random_seed(0)
-    general = tiny(1, quantizers=[tfvqvae.VectorQuantizerEMA(8, 3, seed=0)])
+    general = tiny(1, quantizers=[tfvqvae.VectorQuantizerEMA(8, 3, seed=0, kmeans_init=False, restart_unused_after=None)])
     assert general.levels == vqvae.levels == ("top",)
     assert [w.shape for w in general.weights] == [w.shape for w in vqvae.weights]
     for a, b in zip(vqvae.weights, general.weights):
@@ -218,7 +218,7 @@ def test_bad_arguments_are_named():
         HierarchicalVQVAE(num_levels=3, quantizers=quantizers(2))
     with pytest.raises(TypeError, match=re.escape("quantizers[1]='ema'")):
         HierarchicalVQVAE(num_levels=2, quantizers=[None, "ema"])
-    shared = tfvqvae.VectorQuantizerEMA(8, 4)
+    shared = tfvqvae.VectorQuantizerEMA(8, 4, kmeans_init=False, restart_unused_after=None)
     with pytest.raises(ValueError, match=re.escape("`quantizers[0]` and `quantizers[2]`")):
         HierarchicalVQVAE(num_levels=3, quantizers=[shared, None, shared])
     model = tiny(3)

@@ -28,7 +28,8 @@ def assert_finite_weights(model):
 @pytest.mark.parametrize("policy", POLICIES)
 def test_quantizer_statistics_stay_float32(policy):
     keras.config.set_dtype_policy(policy)
-    quantizer = tfvqvae.VectorQuantizerEMA(8, 4, decay=0.9, seed=3)
+    quantizer = tfvqvae.VectorQuantizerEMA(8, 4, decay=0.9, seed=3, kmeans_init=False,
+                                           restart_unused_after=None)
     quantizer.build((None, 4, 4, 4))
     low = tf.cast(np.random.default_rng(1).normal(size=(2, 4, 4, 4)), LOW[policy])
     codebook = quantizer.codebook.numpy().astype(np.float64)  # before the EMA step
@@ -44,7 +45,7 @@ def test_quantizer_statistics_stay_float32(policy):
     z = tf.cast(low, tf.float32).numpy().reshape(-1, 4).astype(np.float64)
     nearest = ((z[:, None] - codebook[None]) ** 2).sum(-1).argmin(1)
     np.testing.assert_array_equal(output.indices.numpy().reshape(-1), nearest)
-    commitment = 0.25 * np.mean((z - codebook[nearest]) ** 2)
+    commitment = quantizer.commitment_cost * np.mean((z - codebook[nearest]) ** 2)
     np.testing.assert_allclose(output.commitment_loss.numpy(), commitment, rtol=1e-5)
     np.testing.assert_array_equal(output.counts.numpy(), np.bincount(nearest, minlength=8))
 
@@ -74,8 +75,8 @@ def test_vqvae2_fit_step(policy):
     keras.config.set_dtype_policy(policy)
     model = tfvqvae.VQVAE2(
         image_channels=1, hidden_channels=16, residual_channels=8, num_residual_layers=1,
-        top_quantizer=tfvqvae.VectorQuantizerEMA(8, 4, decay=0.9),
-        bottom_quantizer=tfvqvae.VectorQuantizer(8, 4),
+        top_quantizer=tfvqvae.VectorQuantizerEMA(8, 4, decay=0.9, kmeans_init=False, restart_unused_after=None),
+        bottom_quantizer=tfvqvae.VectorQuantizer(8, 4, kmeans_init=False, restart_unused_after=None),
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     history = model.fit(images(16, 16, 16), batch_size=8, epochs=1, verbose=0).history
@@ -108,8 +109,8 @@ def test_saved_models_reload_with_their_policy(tmp_path, policy):
     keras.config.set_dtype_policy(policy)
     vqvae2 = tfvqvae.VQVAE2(
         image_channels=1, hidden_channels=8, residual_channels=4, num_residual_layers=1,
-        top_quantizer=tfvqvae.VectorQuantizerEMA(8, 4),
-        bottom_quantizer=tfvqvae.VectorQuantizerEMA(8, 4),
+        top_quantizer=tfvqvae.VectorQuantizerEMA(8, 4, kmeans_init=False, restart_unused_after=None),
+        bottom_quantizer=tfvqvae.VectorQuantizerEMA(8, 4, kmeans_init=False, restart_unused_after=None),
     )
     prior = tfvqvae.PixelCNNPrior(
         num_embeddings=8, code_shape=(4, 4), hidden_channels=8, num_blocks=1, kernel_size=3,

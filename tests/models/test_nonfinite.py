@@ -37,15 +37,15 @@ def _poisoned(value, pixel_only=True):
 def _vqvae():
     return tfvqvae.VQVAE(
         image_channels=1, hidden_channels=16, residual_channels=8, num_residual_layers=1,
-        quantizer=tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9),
+        quantizer=tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9, kmeans_init=False, restart_unused_after=None),
     )
 
 
 def _vqvae2():
     return tfvqvae.VQVAE2(
         image_channels=1, hidden_channels=16, residual_channels=8, num_residual_layers=1,
-        top_quantizer=tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9),
-        bottom_quantizer=tfvqvae.VectorQuantizer(16, 4, seed=1),
+        top_quantizer=tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9, kmeans_init=False, restart_unused_after=None),
+        bottom_quantizer=tfvqvae.VectorQuantizer(16, 4, seed=1, kmeans_init=False, restart_unused_after=None),
     )
 
 
@@ -144,7 +144,7 @@ def test_a_whole_nan_batch_is_skipped_with_a_clean_epoch_mean():
 
 
 def test_ema_quantizer_ignores_a_non_finite_batch():
-    vq = tfvqvae.VectorQuantizerEMA(8, 4, decay=0.9)
+    vq = tfvqvae.VectorQuantizerEMA(8, 4, decay=0.9, kmeans_init=False, restart_unused_after=None)
     z = np.random.default_rng(0).normal(size=(2, 3, 3, 4)).astype("float32")
     vq(z, training=True)
     before = [v.numpy() for v in (vq.codebook, vq.ema_cluster_size, vq.ema_embedding_sum)]

@@ -95,7 +95,7 @@ def test_sampled_codes_decode_with_a_three_level_model(priors):
     model = HierarchicalVQVAE(
         num_levels=3, image_channels=1, hidden_channels=8, residual_channels=4,
         num_residual_layers=1,
-        quantizers=[tfvqvae.VectorQuantizerEMA(k, 3) for _, k in SHAPES.values()])
+        quantizers=[tfvqvae.VectorQuantizerEMA(k, 3, kmeans_init=False, restart_unused_after=None) for _, k in SHAPES.values()])
     assert model.code_shapes((32, 32)) == {level: s for level, (s, _) in SHAPES.items()}
     codes = sampling.sample_levels(priors, labels=np.array([0], np.int32), seed=0)
     images = model.decode_levels(codes)

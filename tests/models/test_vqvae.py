@@ -13,7 +13,7 @@ def tiny_model(channels=1, quantizer=None, **kwargs):
     options.update(kwargs)
     return tfvqvae.VQVAE(
         image_channels=channels,
-        quantizer=quantizer or tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9),
+        quantizer=quantizer or tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9, kmeans_init=False, restart_unused_after=None),
         **options,
     )
 
@@ -85,7 +85,7 @@ def test_quantizer_rejects_encoder_of_other_width():
     inputs = keras.Input((8, 8, 1))
     features = keras.layers.Conv2D(5, 3, padding="same")(inputs)
     with pytest.raises(ValueError, match=r"embedding_dim=4.*\(None, 8, 8, 5\)"):
-        tfvqvae.VectorQuantizer(16, 4)(features)
+        tfvqvae.VectorQuantizer(16, 4, kmeans_init=False, restart_unused_after=None)(features)
 
 
 def test_invalid_constructor_arguments():
@@ -98,7 +98,7 @@ def test_invalid_constructor_arguments():
 
 
 def test_config_round_trip_and_keras_file(tmp_path):
-    model = tiny_model(3, quantizer=tfvqvae.VectorQuantizer(16, 4, commitment_cost=0.5))
+    model = tiny_model(3, quantizer=tfvqvae.VectorQuantizer(16, 4, commitment_cost=0.5, kmeans_init=False, restart_unused_after=None))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     x = images(16, 8, 8, 3)
     model.fit(x, batch_size=8, epochs=1, verbose=0)
@@ -123,8 +123,8 @@ def test_config_round_trip_and_keras_file(tmp_path):
 def test_train_step_matches_hand_written_step():
     """One fit step equals: loss = mse / var + commitment, Adam on its gradient."""
     x = images(8, 8, 8, 1, seed=3)
-    model = tiny_model(quantizer=tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9), data_variance=0.5)
-    reference = tiny_model(quantizer=tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9), data_variance=0.5)
+    model = tiny_model(quantizer=tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9, kmeans_init=False, restart_unused_after=None), data_variance=0.5)
+    reference = tiny_model(quantizer=tfvqvae.VectorQuantizerEMA(16, 4, decay=0.9, kmeans_init=False, restart_unused_after=None), data_variance=0.5)
     reference.set_weights(model.get_weights())
 
     model.compile(optimizer=keras.optimizers.SGD(0.1))
@@ -151,7 +151,8 @@ def test_fit_lowers_reconstruction_error():
 
     keras.utils.set_random_seed(0)
     x = tf.image.resize(load_digits("train").as_float()[:512], (16, 16)).numpy()
-    model = tiny_model(quantizer=tfvqvae.VectorQuantizerEMA(32, 8, kmeans_init=True))
+    model = tiny_model(quantizer=tfvqvae.VectorQuantizerEMA(  # the release-1 layer this was written for
+        32, 8, kmeans_init=True, restart_unused_after=None, commitment_cost=0.25))
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
     before = model.evaluate(x, batch_size=64, verbose=0, return_dict=True)["mse"]
     history = model.fit(x, batch_size=64, epochs=4, verbose=0).history

@@ -20,8 +20,8 @@ def tiny_model(channels=1, top=None, bottom=None, **kwargs):
     options.update(kwargs)
     return tfvqvae.VQVAE2(
         image_channels=channels,
-        top_quantizer=top or tfvqvae.VectorQuantizerEMA(TOP_K, TOP_D, decay=0.9),
-        bottom_quantizer=bottom or tfvqvae.VectorQuantizerEMA(BOTTOM_K, BOTTOM_D, decay=0.9),
+        top_quantizer=top or tfvqvae.VectorQuantizerEMA(TOP_K, TOP_D, decay=0.9, kmeans_init=False, restart_unused_after=None),
+        bottom_quantizer=bottom or tfvqvae.VectorQuantizerEMA(BOTTOM_K, BOTTOM_D, decay=0.9, kmeans_init=False, restart_unused_after=None),
         **options,
     )
 
@@ -149,7 +149,7 @@ def test_invalid_constructor_arguments():
         tfvqvae.VQVAE2(top_quantizer=keras.layers.Dense(3))
     with pytest.raises(TypeError, match="bottom_quantizer='ema'"):
         tfvqvae.VQVAE2(bottom_quantizer="ema")
-    shared = tfvqvae.VectorQuantizerEMA(8, 4)
+    shared = tfvqvae.VectorQuantizerEMA(8, 4, kmeans_init=False, restart_unused_after=None)
     with pytest.raises(ValueError, match="two different instances"):
         tfvqvae.VQVAE2(top_quantizer=shared, bottom_quantizer=shared)
 
@@ -165,7 +165,7 @@ def test_default_quantizers_are_ema():
 def test_config_round_trip_and_keras_file(tmp_path):
     model = tiny_model(
         3,
-        top=tfvqvae.VectorQuantizer(TOP_K, TOP_D, commitment_cost=0.5),
+        top=tfvqvae.VectorQuantizer(TOP_K, TOP_D, commitment_cost=0.5, kmeans_init=False, restart_unused_after=None),
         data_variance=0.25,
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -209,8 +209,8 @@ def test_train_step_matches_hand_written_step():
 
     def make():
         return tiny_model(
-            top=tfvqvae.VectorQuantizer(TOP_K, TOP_D, commitment_cost=0.3),
-            bottom=tfvqvae.VectorQuantizerEMA(BOTTOM_K, BOTTOM_D, decay=0.9),
+            top=tfvqvae.VectorQuantizer(TOP_K, TOP_D, commitment_cost=0.3, kmeans_init=False, restart_unused_after=None),
+            bottom=tfvqvae.VectorQuantizerEMA(BOTTOM_K, BOTTOM_D, decay=0.9, kmeans_init=False, restart_unused_after=None),
             data_variance=0.5,
         )
 
@@ -335,7 +335,7 @@ def test_mirrored_strategy_matches_single_device(mirrored_strategy, one_device_s
 
 def test_mixed_float16_fit_step():
     keras.config.set_dtype_policy("mixed_float16")
-    model = tiny_model(bottom=tfvqvae.VectorQuantizer(BOTTOM_K, BOTTOM_D))
+    model = tiny_model(bottom=tfvqvae.VectorQuantizer(BOTTOM_K, BOTTOM_D, kmeans_init=False, restart_unused_after=None))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     before = model.top_quantizer.ema_embedding_sum.numpy().copy()
     history = model.fit(images(16, 16, 8, 1), batch_size=8, epochs=1, verbose=0).history

@@ -77,9 +77,11 @@ def test_help_shows_the_dataclass_defaults(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for expected in ("passes over the training images (default: 10)",
-                     "Adam learning rate (default: 0.0003)",
+                     "Adam learning rate (default: 0.002)",
                      "--kmeans-init, --no-kmeans-init initialise the codebook by k-means on "
-                     "the first batch (default: off)",
+                     "the first batch (--no-kmeans-init: the initializer's codebook) "
+                     "(default: on)",
+                     "onto encoder outputs (default: 20)",
                      "--backup-every STEPS"):
         assert expected in text
     with pytest.raises(SystemExit):
@@ -124,6 +126,13 @@ def test_literal_defaults_agree_with_the_library():
     assert parser.SAMPLE_METHODS == SAMPLE_METHODS
     assert parser.TFLITE_MODES == TFLITE_MODES
     assert parser.EXTRACT_SPLITS == DEFAULT_SPLITS
+    from tfvqvae.evaluation.classifier import CAS_STEPS
+    from tfvqvae.training.evaluate import DEFAULT_BATCH_SIZE
+    from tfvqvae.training.evaluate import DEFAULT_NUM_SAMPLES
+
+    assert parser.CAS_STEPS == CAS_STEPS
+    assert parser.EVALUATE_NUM_SAMPLES == DEFAULT_NUM_SAMPLES
+    assert parser.EVALUATE_BATCH_SIZE == DEFAULT_BATCH_SIZE
 
 
 def test_presets_list_what_each_sets(capsys):

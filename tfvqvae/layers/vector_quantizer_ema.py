@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from tfvqvae.layers.cross_replica import sum_across_replicas
 from tfvqvae.layers.kmeans import segment_sum
+from tfvqvae.layers.vector_quantizer import DEFAULT_COMMITMENT_COST
 from tfvqvae.layers.vector_quantizer import VectorQuantizer
 from tfvqvae.validation import finite_float
 
@@ -51,7 +52,8 @@ class VectorQuantizerEMA(VectorQuantizer):
     Args:
         num_embeddings: K, the number of codes.
         embedding_dim: D, the size of each code.
-        commitment_cost: β ≥ 0, weight of the commitment loss. Defaults to 0.25.
+        commitment_cost: β ≥ 0, weight of the commitment loss. Defaults to 1.0
+            (`DEFAULT_COMMITMENT_COST`).
         decay: γ in (0, 1), the EMA decay. Defaults to 0.99.
         epsilon: ε > 0 of the Laplace smoothing. Defaults to 1e-5.
         **kwargs: the remaining `VectorQuantizer` arguments
@@ -95,7 +97,7 @@ class VectorQuantizerEMA(VectorQuantizer):
         self,
         num_embeddings,
         embedding_dim,
-        commitment_cost=0.25,
+        commitment_cost=DEFAULT_COMMITMENT_COST,
         decay=0.99,
         epsilon=1e-5,
         **kwargs,

@@ -132,15 +132,16 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
             first, all different instances; or None. Defaults to
             ``VectorQuantizerEMA(num_embeddings=512, embedding_dim=64,
             seed=k)`` for level k (top = 0), with the model's dtype policy.
-        data_variance: the reconstruction term is divided by it. Defaults
-            to 1.0.
+        data_variance: the reconstruction term is divided by it. None
+            (the default): estimated from the first training batch
+            (`QuantizedAutoencoder`; stored in the weight ``estimated_variance``).
         **kwargs: base `keras.Model` arguments (``name``, ``dtype``: a dtype
             policy such as ``"mixed_bfloat16"``, given to every layer).
 
     Raises:
         ValueError: a size that is not a positive int (``num_levels``, ``image_channels``,
             ``hidden_channels``, ``residual_channels``, ``num_residual_layers``), or a
-            ``data_variance`` that is not a finite number > 0; e.g.
+            ``data_variance`` that is neither None nor a finite number > 0; e.g.
             "`data_variance` must be a finite number > 0. Received:
             data_variance=0".
             Also ``quantizers`` that is not a list of ``num_levels`` entries,
@@ -173,7 +174,7 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
         residual_channels=32,
         num_residual_layers=2,
         quantizers=None,
-        data_variance=1.0,
+        data_variance=None,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -45,6 +45,24 @@ from tfvqvae.models.dtype_config import from_config_with_policy
 from tfvqvae.models.dtype_config import with_dtype_policy
 
 
+def prior_inputs(record, level, class_conditional, condition=None):
+    """A code-file record -> the input dict of the prior of ``level``.
+
+    ``record``: ``{level: int32 (h, w), ..., "label": int32 ()}`` (what
+    `tfvqvae.data.load_codes` yields, or a batch of them); the result is
+    ``{"codes": record[level]}``, plus ``"labels": record["label"]`` when
+    ``class_conditional`` and ``"condition": record[condition]`` when
+    ``condition`` (the level directly above) is given. One definition for
+    training a prior and for measuring its rate.
+    """
+    inputs = {"codes": record[level]}
+    if class_conditional:
+        inputs["labels"] = record["label"]
+    if condition is not None:
+        inputs["condition"] = record[condition]
+    return inputs
+
+
 def _shape2(name, value, allow_none=False):
     """``value`` as a tuple (height, width) of positive ints, else a ValueError naming it."""
     if allow_none and value is None:

@@ -59,14 +59,15 @@ class VQVAE(QuantizedAutoencoder):
             ``VectorQuantizerEMA(num_embeddings=512, embedding_dim=64)``.
         data_variance: the reconstruction term is divided by it (Sonnet's
             normalised MSE when set to the training pixels' variance).
-            Defaults to 1.0.
+            None (the default): estimated from the first training batch
+            (`QuantizedAutoencoder`; stored in the weight ``estimated_variance``).
         **kwargs: base `keras.Model` arguments (``name``, ``dtype``: a dtype
             policy such as ``"mixed_bfloat16"``, given to every layer).
 
     Raises:
         ValueError: a size that is not a positive int (``image_channels``, ``hidden_channels``,
             ``residual_channels``, ``num_residual_layers``, ``num_downsamples``), or a
-            ``data_variance`` that is not a finite number > 0; e.g.
+            ``data_variance`` that is neither None nor a finite number > 0; e.g.
             "`data_variance` must be a finite number > 0. Received:
             data_variance=0".
         TypeError: a ``quantizer`` that is not a `VectorQuantizer` /
@@ -99,7 +100,7 @@ class VQVAE(QuantizedAutoencoder):
         num_residual_layers=2,
         num_downsamples=2,
         quantizer=None,
-        data_variance=1.0,
+        data_variance=None,
         **kwargs,
     ):
         super().__init__(**kwargs)

@@ -81,14 +81,15 @@ class VQVAE2(HierarchicalVQVAE):
             than ``top_quantizer``. Same default.
         data_variance: the reconstruction term is divided by it (Sonnet's
             normalised MSE when set to the training pixels' variance).
-            Defaults to 1.0.
+            None (the default): estimated from the first training batch
+            (`QuantizedAutoencoder`; stored in the weight ``estimated_variance``).
         **kwargs: base `keras.Model` arguments (``name``, ``dtype``: a dtype
             policy such as ``"mixed_bfloat16"``, given to every layer).
 
     Raises:
         ValueError: a size that is not a positive int (``image_channels``, ``hidden_channels``,
             ``residual_channels``, ``num_residual_layers``), or a
-            ``data_variance`` that is not a finite number > 0; e.g.
+            ``data_variance`` that is neither None nor a finite number > 0; e.g.
             "`data_variance` must be a finite number > 0. Received:
             data_variance=0".
             Also ``top_quantizer`` and ``bottom_quantizer`` being the same
@@ -122,7 +123,7 @@ class VQVAE2(HierarchicalVQVAE):
         num_residual_layers=2,
         top_quantizer=None,
         bottom_quantizer=None,
-        data_variance=1.0,
+        data_variance=None,
         **kwargs,
     ):
         super().__init__(

@@ -5,6 +5,7 @@
     tfvqvae extract-codes --run DIR [--splits train,test] [--out DIR] [...]
     tfvqvae train-prior --run DIR [--level top|bottom] [--preset NAME] [...]
     tfvqvae sample --run DIR [--num-samples 16] [--temperature 1.0] [--seed 0] [...]
+    tfvqvae evaluate --run DIR [--num-samples 10000] [--temperature 1.0] [--seed 0] [...]
     tfvqvae export --run DIR --out OUT [--format savedmodel,tflite,onnx] [--verify] [...]
     tfvqvae prepare --images FOLDER --out DIR [--split train] [--shards N | --shard-size MB] [...]
     tfvqvae presets [NAME ...]

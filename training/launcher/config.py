@@ -188,7 +188,10 @@ class TrainConfig(_Config):
     """Everything ``tfvqvae train`` needs; saved as ``OUT/config.json``.
 
     Model sizes follow the VQ-VAE paper's CIFAR-10 setting (Sonnet's
-    notebook) unless a preset says otherwise. ``batch_size`` is the global
+    notebook) unless a preset says otherwise. The codebook defaults (k-means
+    initialisation, restarts after 20 unused steps, Adam 2e-3) were chosen by
+    ``python bench/codebook_defaults.py`` (bench/RESULTS.md; README "Defaults
+    and why"); the ``cifar10`` preset keeps Sonnet's 3e-4. ``batch_size`` is the global
     batch: with R replicas each computes on ``batch_size / R`` images per step
     and the step equals one on the whole batch. ``mixed_precision``
     ("float16", "bfloat16" or None) picks Keras' ``mixed_*`` policy; the
@@ -226,7 +229,7 @@ class TrainConfig(_Config):
                                             "(none: all)", positive=True)
     epochs: int = option(10, "passes over the training images", positive=True)
     batch_size: int = option(64, "global batch, split evenly over the replicas", positive=True)
-    learning_rate: float = option(3e-4, "Adam learning rate", interval=(0, math.inf, "()"))
+    learning_rate: float = option(2e-3, "Adam learning rate", interval=(0, math.inf, "()"))
     model: str = option("vqvae", "vqvae: one code map; vqvae2: top (1/8) and bottom (1/4) "
                         "code maps, image size divisible by 8; hierarchical: --levels L code "
                         "maps, bottom at 1/4, top at 1/2**(L+1) (image size divisible by "
@@ -238,15 +241,15 @@ class TrainConfig(_Config):
                             choices=("ema", "vq"))
     num_embeddings: int = option(512, "codebook size K (per level)", positive=True)
     embedding_dim: int = option(64, "code vector size D", positive=True)
-    commitment_cost: float = option(0.25, "weight beta of the commitment loss",
+    commitment_cost: float = option(1.0, "weight beta of the commitment loss",
                                     interval=(0, math.inf, "[)"))
     codebook_cost: float = option(1.0, "weight alpha of the codebook loss of --quantizer vq "
                                   "(the EMA quantizer has none)", interval=(0, math.inf, "[)"))
     decay: float = option(0.99, "EMA decay of --quantizer ema", interval=(0, 1, "()"))
-    kmeans_init: bool = option(False, "initialise the codebook by k-means on the first batch")
+    kmeans_init: bool = option(True, "initialise the codebook by k-means on the first batch "
+                               "(--no-kmeans-init: the initializer's codebook)")
     restart_unused_after: int | None = option(
-        None, "move codes unused for this many steps onto encoder outputs (none: never)",
-        positive=True)
+        20, "move codes unused for this many steps onto encoder outputs", positive=True)
     hidden_channels: int = option(128, "channels of the encoder and decoder", positive=True)
     residual_channels: int = option(32, "hidden channels of each residual layer", positive=True)
     num_residual_layers: int = option(2, "residual layers per stack", positive=True)
@@ -373,6 +376,7 @@ PRESETS = {
         "num_downsamples": 2,
         "kmeans_init": True,
         "restart_unused_after": 20,
+        "commitment_cost": 0.25,  # as measured in the README's preset table
     },
     # 7x7 codes of 28x28 digits; 3 epochs of the first 20 000 images.
     "mnist": {
@@ -388,6 +392,7 @@ PRESETS = {
         "num_downsamples": 2,
         "kmeans_init": True,
         "restart_unused_after": 20,
+        "commitment_cost": 0.25,  # as measured in the README's preset table
     },
     # Sonnet's notebook model (8x8 codes, K = 512) with k-means init and
     # restarts, 1000 steps (2 epochs of the first 16 000 images).
@@ -399,6 +404,7 @@ PRESETS = {
         "learning_rate": 3e-4,
         "kmeans_init": True,
         "restart_unused_after": 20,
+        "commitment_cost": 0.25,  # as measured in the README's preset table
     },
 }
 

@@ -45,6 +45,9 @@ COMMANDS = {  # name: (module run after parsing, one line of help)
     "sample": ("tfvqvae.training.sample",
                "sample codes from the priors (top first, each level given the one above) "
                "and decode them to images"),
+    "evaluate": ("tfvqvae.training.evaluate",
+                 "measure a run: classification accuracy score (real, reconstructed, "
+                 "generated) and rate-distortion (priors' NLL, decoder MSE/PSNR)"),
     "export": ("tfvqvae.export.cli",
                "export a run to SavedModel (TF Serving), TFLite and ONNX; --verify "
                "compares with Keras"),
@@ -203,6 +206,33 @@ def add_sample(parser):
         shown_default="RUN/samples-seed<SEED>.png")
 
 
+CAS_STEPS = 800  # tfvqvae.evaluation.classifier.CAS_STEPS
+EVALUATE_NUM_SAMPLES = 10000  # tfvqvae.training.evaluate.DEFAULT_NUM_SAMPLES
+EVALUATE_BATCH_SIZE = 250  # tfvqvae.training.evaluate.DEFAULT_BATCH_SIZE
+
+
+def add_evaluate(parser):
+    parser.add_argument("--run", required=True, help="run folder with model.keras, codes/ "
+                        "and prior-*/ (tfvqvae pipeline, or train + extract-codes + "
+                        "train-prior)")
+    add(parser, "--num-samples", "class-balanced training images per CAS row: real images, "
+        "their reconstructions, generated images", EVALUATE_NUM_SAMPLES, type=positive_int)
+    add(parser, "--temperature", "softmax temperature of the priors for the generated row",
+        1.0, type=number_in((0, math.inf, "()")))
+    add(parser, "--seed", "seed of the real subset, the sampler and the classifier", 0,
+        type=int)
+    add(parser, "--classifier-steps", "training steps of the CAS classifier (the same for "
+        "every row)", CAS_STEPS, type=positive_int)
+    add(parser, "--max-examples", "use at most this many images / code maps per split for "
+        "the rate-distortion table and the CAS test set", shown_default="all",
+        type=positive_int, metavar="N")
+    add(parser, "--batch-size", "images per encoding / sampling step", EVALUATE_BATCH_SIZE,
+        type=positive_int)
+    add(parser, "--data-dir", "data folder", shown_default="the run's config.json")
+    add(parser, "--cas", "compute the classification accuracy score", True,
+        action=argparse.BooleanOptionalAction)
+
+
 class _Renamed(argparse.Action):
     """A removed option: refuses it, naming its new name and the value received."""
 
@@ -286,6 +316,7 @@ BUILDERS = {
     "extract-codes": add_extract_codes,
     "train-prior": add_train_prior,
     "sample": add_sample,
+    "evaluate": add_evaluate,
     "export": add_export,
     "prepare": add_prepare,
     "presets": add_presets,
