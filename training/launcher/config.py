@@ -245,7 +245,7 @@ class TrainConfig(_Config):
                                     interval=(0, math.inf, "[)"))
     codebook_cost: float = option(1.0, "weight alpha of the codebook loss of --quantizer vq "
                                   "(the EMA quantizer has none)", interval=(0, math.inf, "[)"))
-    decay: float = option(0.99, "EMA decay of --quantizer ema", interval=(0, 1, "()"))
+    decay: float = option(0.8, "EMA decay of --quantizer ema", interval=(0, 1, "()"))
     kmeans_init: bool = option(True, "initialise the codebook by k-means on the first batch "
                                "(--no-kmeans-init: the initializer's codebook)")
     restart_unused_after: int | None = option(
@@ -375,8 +375,12 @@ PRESETS = {
         "residual_channels": 32,
         "num_downsamples": 2,
         "kmeans_init": True,
-        "restart_unused_after": 20,
-        "commitment_cost": 0.25,  # as measured in the README's preset table
+        # 47 steps an epoch: restarts after 5 unused steps and a faster EMA
+        # (decay 0.9) keep the top codebook in use from the first epoch
+        # (test usage after epoch 1: 77 % against 6 % with 20 and 0.99).
+        "restart_unused_after": 5,
+        "decay": 0.9,
+        "commitment_cost": 0.25,
     },
     # 7x7 codes of 28x28 digits; 3 epochs of the first 20 000 images.
     "mnist": {
@@ -392,7 +396,8 @@ PRESETS = {
         "num_downsamples": 2,
         "kmeans_init": True,
         "restart_unused_after": 20,
-        "commitment_cost": 0.25,  # as measured in the README's preset table
+        "commitment_cost": 0.25,  # the preset's measured settings (README table)
+        "decay": 0.99,
     },
     # Sonnet's notebook model (8x8 codes, K = 512) with k-means init and
     # restarts, 1000 steps (2 epochs of the first 16 000 images).
@@ -404,7 +409,8 @@ PRESETS = {
         "learning_rate": 3e-4,
         "kmeans_init": True,
         "restart_unused_after": 20,
-        "commitment_cost": 0.25,  # as measured in the README's preset table
+        "commitment_cost": 0.25,  # the preset's measured settings (README table)
+        "decay": 0.99,
     },
 }
 
