@@ -74,6 +74,7 @@ def run_dataset(dataset, args, out):
             and "cas" in result:
         print(f"{dataset}: kept {saved} (same settings)", flush=True)
         evaluate_s = sum(result["seconds"].values())
+        result["kept"] = True
     else:
         start = time.perf_counter()
         result = evaluate_run(out, num_samples=args.num_samples,
@@ -145,7 +146,8 @@ def main(argv=None):
                         "-", "-", f"{total['train']:.1f}", f"{total['validation']:.1f}",
                         "-", "-"])
         budgets.append(f"- {dataset}: {_budget(config, prior_options, vq, priors)}; "
-                       f"pipeline {pipeline_s:.0f} s, evaluate {evaluate_s:.0f} s "
+                       f"pipeline {pipeline_s:.0f} s, evaluate {evaluate_s:.0f} s"
+                       f"{' (kept from an earlier run of this command)' if result.get('kept') else ''} "
                        f"(CAS classifier {result['settings']['classifier_steps']} steps per "
                        "row).")
         finished = len(budgets) == len(datasets)
