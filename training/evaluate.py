@@ -122,6 +122,10 @@ def _test_set(source, batch_size, max_examples):
     for x, y in source.to_tf_dataset(batch_size, with_labels=True):
         images.append(x.numpy())
         labels.append(y.numpy())
+    if not images:
+        raise ValueError(
+            "The classification accuracy score needs test images; the run's test split "
+            f"has none. Received: {len(source)} test images")
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
 
 
@@ -378,6 +382,8 @@ def main(args):
     result = evaluate_run(
         args.run, args.num_samples, args.temperature, args.seed, args.classifier_steps,
         args.max_examples, args.batch_size, args.data_dir, args.cas)
+    cas = result.get("cas", {}).get("generated", {})
+    if "relative_to_real" in cas:
+        print(f"generated CAS: {cas['relative_to_real']:.3f} of the real row's top-1")
     print(f"wrote {evaluation_file(args.run)} and {evaluation_table_file(args.run)}")
-    del result
     return 0

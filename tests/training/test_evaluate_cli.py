@@ -144,3 +144,19 @@ def test_refusals_name_the_problem(quickstart_run, tmp_path, capsys):
         (bare / name).write_bytes((quickstart_run / name).read_bytes())
     assert cli.main(["evaluate", "--run", str(bare)]) == 2
     assert "train-prior" in capsys.readouterr().err
+
+
+def test_an_empty_test_split_is_named():
+    from tfvqvae.training.evaluate import _test_set
+
+    class Empty:  # the loaders refuse an empty dataset themselves; a streamed one may be
+        def __len__(self):
+            return 0
+
+        def to_tf_dataset(self, batch_size, with_labels=False):
+            return tf.data.Dataset.from_tensor_slices(
+                (np.zeros((0, 16, 16, 1), np.float32), np.zeros(0, np.int32))).batch(batch_size)
+
+    empty = Empty()
+    with pytest.raises(ValueError, match="test split has none. Received: 0 test images"):
+        _test_set(empty, 32, None)
