@@ -8,6 +8,7 @@ import pytest
 from tfvqvae.validation import finite_float
 from tfvqvae.validation import integer
 from tfvqvae.validation import is_int
+from tfvqvae.validation import map_shape
 from tfvqvae.validation import non_negative_int
 from tfvqvae.validation import odd_positive_int
 from tfvqvae.validation import one_of
@@ -138,3 +139,17 @@ def test_one_of():
         one_of("channels", True, (1, 3))
     with pytest.raises(ValueError, match=message("crop", "one of ('none',)", ["none"])):
         one_of("crop", ["none"], {"none"})
+
+
+@pytest.mark.parametrize("value", [(3, 4), [3, 4], np.array([3, 4])])
+def test_map_shape_accepts_two_positive_ints(value):
+    assert map_shape("code_shape", value) == (3, 4)
+
+
+@pytest.mark.parametrize("value", [(3,), (3, 0), (2, 3, 4), "ab", None, 5, (2, -1)])
+def test_map_shape_refuses(value):
+    expected = f"`code_shape` must be (height, width), two positive integers. " \
+        f"Received: code_shape={value!r}"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        map_shape("code_shape", value)
+    assert map_shape("condition_shape", None, allow_none=True) is None

@@ -3,13 +3,14 @@
 Public names: the quantiser layers `VectorQuantizer` and `VectorQuantizerEMA`,
 the `VQVAE`, `VQVAE2` and `HierarchicalVQVAE` (any number of levels) models, strategy and precision set-up in
 `tfvqvae.distribute`, the `PixelCNNPrior` and its layers
-`MaskedConv2D` and `GatedBlock`, the metrics in `tfvqvae.metrics` and the
+`MaskedConv2D`, `GatedBlock` and `CausalSelfAttention`, the metrics in `tfvqvae.metrics` and the
 datasets in `tfvqvae.data`. The command-line programs live in
 `tfvqvae.training` and the exporters in `tfvqvae.export`; the library never
 imports them.
 """
 
 from tfvqvae import distribute
+from tfvqvae.layers import CausalSelfAttention
 from tfvqvae.layers import GatedBlock
 from tfvqvae.layers import MaskedConv2D
 from tfvqvae.layers import QuantizerOutput
@@ -25,6 +26,7 @@ from tfvqvae.models import VQVAE2
 __version__ = "0.1.0"
 
 __all__ = [
+    "CausalSelfAttention",
     "CodebookUsage",
     "GatedBlock",
     "HierarchicalVQVAE",

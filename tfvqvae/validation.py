@@ -13,6 +13,7 @@ so a layer writes ``self.units = positive_int("units", units)``.
 * `finite_float`: a real number (``int``, ``float`` or a NumPy scalar; never
   ``bool``, ``str``, NaN or ±Inf) within optional bounds.
 * `one_of`: a value from a fixed tuple of choices.
+* `map_shape`: (height, width) of a 2-D map, two positive ints.
 * `is_int`: the predicate behind the integer checks, for callers that raise
   their own error (e.g. a file header that is not valid).
 """
@@ -24,6 +25,7 @@ __all__ = [
     "finite_float",
     "integer",
     "is_int",
+    "map_shape",
     "non_negative_int",
     "odd_positive_int",
     "one_of",
@@ -166,3 +168,26 @@ def one_of(name, value, choices):
     if not found:
         raise _fail(name, f"one of {tuple(choices)}", value)
     return value
+
+
+def map_shape(name, value, allow_none=False):
+    """``value`` as a tuple (height, width) of positive ints (or None when allowed).
+
+    Any sequence of two integer-like values is accepted (a list from a JSON
+    config, a tuple, a NumPy array).
+
+    Raises:
+        ValueError: "`name` must be (height, width), two positive integers.
+            Received: name=<value>".
+    """
+    if allow_none and value is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        shape = None
+    if shape is None or len(shape) != 2 or min(shape) < 1:
+        raise ValueError(
+            f"`{name}` must be (height, width), two positive integers. Received: {name}={value!r}"
+        )
+    return shape

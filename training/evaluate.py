@@ -114,7 +114,7 @@ def _class_balanced_real(source, num_samples, num_classes, seed, batch_size):
     return np.stack(images).astype(np.float32), order.astype(np.int32)
 
 
-def _test_set(source, batch_size, max_examples):
+def real_test_set(source, batch_size, max_examples):
     """The real test images and labels (the first ``max_examples`` when given)."""
     if max_examples is not None:
         source = source.take(min(max_examples, len(source)))
@@ -146,7 +146,8 @@ def generate_class_balanced(model, priors, num_samples, num_classes, temperature
     Drawn in chunks of ``batch_size`` (the last one padded to a full chunk,
     so the sampler is traced once); chunk c samples level k with seed
     ``seed + LEVEL_SEED_STRIDE · (c·L + k)`` (`sample_levels` adds the
-    ``LEVEL_SEED_STRIDE · k``), so no two draws share noise.
+    ``LEVEL_SEED_STRIDE · k``), so no two draws share noise. The XLA-compiled
+    sampler draws them (the codes of every sampler are the same).
 
     Returns:
         (float32 images (N, H, W, C) clipped to [0, 1], int32 labels (N,)).
@@ -157,8 +158,10 @@ def generate_class_balanced(model, priors, num_samples, num_classes, temperature
     for c, start in enumerate(range(0, num_samples, batch_size)):
         chunk = labels[start:start + batch_size]
         padded = np.resize(chunk, batch_size) if len(chunk) < batch_size else chunk
+        # "compiled": traced and compiled once (every chunk has batch_size), and
+        # the same codes as the other samplers.
         codes = sample_levels(priors, batch_size, padded, temperature,
-                              seed + LEVEL_SEED_STRIDE * c * levels)
+                              seed + LEVEL_SEED_STRIDE * c * levels, method="compiled")
         decoded = model.decode_levels(codes).numpy()[:len(chunk)]
         images.append(np.clip(decoded, 0.0, 1.0))
     return np.concatenate(images).astype(np.float32), labels.astype(np.int32)
@@ -336,7 +339,7 @@ def _cas_rows(model, priors, sources, num_samples, temperature, seed, classifier
             "The classification accuracy score needs a labelled dataset; this run's "
             "training split has no class labels: pass --no-cas for the rate-distortion "
             "table alone.")
-    test_images, test_labels = _test_set(test, batch_size, max_examples)
+    test_images, test_labels = real_test_set(test, batch_size, max_examples)
     real_images, real_labels = _class_balanced_real(train, num_samples, num_classes, seed,
                                                     batch_size)
 

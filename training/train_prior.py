@@ -103,6 +103,8 @@ def prior_options(config, metadata):
         hidden_channels=config.hidden_channels,
         num_blocks=config.num_blocks,
         kernel_size=config.kernel_size,
+        attention_every=config.attention_every,
+        num_attention_heads=config.num_attention_heads,
         num_classes=num_classes,
         **condition,
     )

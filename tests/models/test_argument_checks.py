@@ -54,7 +54,7 @@ def test_shape_and_multiple_messages_name_the_values():
 
 def test_method_is_one_of_the_samplers():
     prior = tfvqvae.PixelCNNPrior(4, (2, 2), hidden_channels=4, num_blocks=1, kernel_size=3)
-    message = re.escape("`method` must be one of ('cached', 'naive'). Received: method='beam'")
+    message = re.escape("`method` must be one of ('cached', 'compiled', 'naive'). Received: method='beam'")
     with pytest.raises(ValueError, match=message):
         prior.sample(2, method="beam")
     with pytest.raises(ValueError, match=message):

@@ -57,12 +57,14 @@ def hand_mask(k, kind):
     return m
 
 
-def receptive_field(height, width, k, num_blocks):
+def receptive_field(height, width, k, num_blocks, attention_after=()):
     """rf[i, j, n]: the logits at (i, j) depend on the code at raster position n.
 
     Boolean propagation of dependency sets through the architecture:
     v = VConv(v_in), h = HConv(h_in) | shift_down(v), skip |= h,
-    h_out = h (| h_in after the first block); the head is pointwise.
+    h_out = h (| h_in after the first block); the head is pointwise. After
+    the blocks in ``attention_after``, causal attention: h_out at raster t
+    depends on the union of h_out at every s <= t.
     """
     n = height * width
 
@@ -93,6 +95,8 @@ def receptive_field(height, width, k, num_blocks):
         g = conv(h, hand_mask(k, "horizontal_A" if block == 0 else "horizontal_B")) | shift_down(v)
         skip = skip | g
         h = g if block == 0 else g | h
+        if block in attention_after:
+            h = np.logical_or.accumulate(h.reshape(n, n), axis=0).reshape(h.shape)
     return skip
 
 
@@ -115,11 +119,13 @@ def test_receptive_field_reference_hand_written():
 
 
 # -------------------------------------------------------------- causality
-CAUSAL_CASES = [(cond, k) for cond in (None, "class", "spatial") for k in (3, 5)]
+CAUSAL_CASES = [(cond, k, None) for cond in (None, "class", "spatial") for k in (3, 5)]
+# With causal self-attention after every gated block but the last (1), or after the second (2).
+CAUSAL_CASES += [(None, 3, 1), ("class", 3, 2), ("spatial", 5, 1)]
 
 
-@pytest.mark.parametrize("cond,k", CAUSAL_CASES)
-def test_prior_is_causal_with_the_expected_receptive_field(cond, k):
+@pytest.mark.parametrize("cond,k,every", CAUSAL_CASES)
+def test_prior_is_causal_with_the_expected_receptive_field(cond, k, every):
     """Changing codes changes exactly the logits whose receptive field holds them.
 
     1. One code at a time (3 random code maps per position): the logits at
@@ -129,13 +135,15 @@ def test_prior_is_causal_with_the_expected_receptive_field(cond, k):
        the up-right (2, 5) (no blind spot). 3 blocks: mask B layers included.
     2. All later codes at once: for each (i, j), 3 random refillings of every
        position ≥ (i, j) leave the logits at every position ≤ (i, j) bit-identical.
-    Labels / condition are random but fixed.
+    Labels / condition are random but fixed. With ``every``, attention blocks
+    (all weights random, so they are open) widen the field: `receptive_field`.
     """
     height, width, blocks, trials = 5, 6, 3, 3
-    model = randomise(make_prior(cond, k, blocks, (height, width)), seed=k)
+    model = randomise(make_prior(cond, k, blocks, (height, width), attention_every=every),
+                      seed=k)
     n = height * width
     rng = np.random.default_rng(1)
-    rf = receptive_field(height, width, k, blocks)
+    rf = receptive_field(height, width, k, blocks, model.attention_positions())
     # The reference itself: strictly earlier positions only, and the neighbours.
     for i in range(height):
         for j in range(width):

@@ -20,9 +20,13 @@ from tfvqvae.models import sampling
 K = 9
 
 
-def make_prior(cond=None, shape=(3, 3), k=3, blocks=2, num_embeddings=K, seed=0, sharpen=3.0):
-    """A prior with random weights; ``sharpen`` scales the head so logits are not near-uniform."""
-    options = dict(hidden_channels=8, num_blocks=blocks, kernel_size=k)
+def make_prior(cond=None, shape=(3, 3), k=3, blocks=2, num_embeddings=K, seed=0, sharpen=3.0,
+               **extra):
+    """A prior with random weights; ``sharpen`` scales the head so logits are not near-uniform.
+
+    ``extra``: more `PixelCNNPrior` arguments (e.g. ``attention_every``).
+    """
+    options = dict(hidden_channels=8, num_blocks=blocks, kernel_size=k, **extra)
     if cond in ("class", "both"):
         options["num_classes"] = 4
     if cond in ("spatial", "both"):

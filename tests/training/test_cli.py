@@ -124,6 +124,8 @@ def test_literal_defaults_agree_with_the_library():
     assert parser.DEFAULT_BACKUP_EVERY == DEFAULT_BACKUP_EVERY
     assert parser.EXPORT_FORMATS == FORMATS
     assert parser.SAMPLE_METHODS == SAMPLE_METHODS
+    from tfvqvae.models.sampling import METHODS
+    assert parser.SAMPLERS == METHODS
     assert parser.TFLITE_MODES == TFLITE_MODES
     assert parser.EXTRACT_SPLITS == DEFAULT_SPLITS
     from tfvqvae.evaluation.classifier import CAS_STEPS

@@ -147,7 +147,7 @@ def test_refusals_name_the_problem(quickstart_run, tmp_path, capsys):
 
 
 def test_an_empty_test_split_is_named():
-    from tfvqvae.training.evaluate import _test_set
+    from tfvqvae.training.evaluate import real_test_set
 
     class Empty:  # the loaders refuse an empty dataset themselves; a streamed one may be
         def __len__(self):
@@ -159,4 +159,4 @@ def test_an_empty_test_split_is_named():
 
     empty = Empty()
     with pytest.raises(ValueError, match="test split has none. Received: 0 test images"):
-        _test_set(empty, 32, None)
+        real_test_set(empty, 32, None)

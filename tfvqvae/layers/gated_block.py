@@ -180,6 +180,36 @@ class GatedBlock(keras.layers.Layer):
         return v_out, h_out, skip
 
     # ---------------------------------------------- cached sampling steps
+    def horizontal_kernel(self):
+        """The horizontal mask's visible taps as (columns, C, 2p), and the bias (2p,).
+
+        columns = c + 1 (columns j − c .. j) or c for the first block (mask
+        "A": j − c .. j − 1; none when k = 1). Cached sampling contracts the
+        last ``columns`` inputs of the row with it: one matrix product per
+        position instead of a convolution.
+        """
+        c = self.kernel_size // 2
+        columns = c if self.first else c + 1
+        kernel = self.h_conv.masked_kernel()[c, :columns]
+        return kernel, tf.cast(self.h_conv.bias, self.compute_dtype)
+
+    def horizontal_gate(self, h, h_in, v_to_h, c_h):
+        """(h_out, skip) at one position from its horizontal convolution output.
+
+        Args:
+            h: (B, 2p) HConv(h_in) at (i, j), bias included.
+            h_in: (B, C) h_in at (i, j) (for the residual).
+            v_to_h: (B, 2p) Dense(v) of row i − 1 at column j (`vertical_row`).
+            c_h: (B, 2p) conditioning at (i, j).
+        """
+        g = gate(h + v_to_h + c_h)
+        if self.last:
+            return None, self.h_skip(g)
+        h_out = self.h_res(g)
+        if not self.first:
+            h_out = h_out + h_in
+        return h_out, self.h_skip(g)
+
     def horizontal_step(self, h_window, h_in, v_to_h, c_h):
         """(h_out, skip) at one position: the horizontal stack only.
 
@@ -189,13 +219,9 @@ class GatedBlock(keras.layers.Layer):
             v_to_h: (B, 2p) Dense(v) of row i − 1 at column j (`vertical_row`).
             c_h: (B, 2p) conditioning at (i, j).
         """
-        g = gate(self.h_conv.call_window(h_window)[:, 0] + v_to_h + c_h)
-        if self.last:
-            return None, self.h_skip(g)
-        h_out = self.h_res(g)
-        if not self.first:
-            h_out = h_out + h_in
-        return h_out, self.h_skip(g)
+        return self.horizontal_gate(
+            self.h_conv.call_window(h_window)[:, 0], h_in, v_to_h, c_h
+        )
 
     def vertical_row(self, v_window, c_v):
         """(v_out row, v_to_h for the next row) from the rows the mask sees.

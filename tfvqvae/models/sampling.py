@@ -1,10 +1,10 @@
-"""Ancestral sampling from a `PixelCNNPrior`: naive and cached.
+"""Ancestral sampling from a `PixelCNNPrior`: naive, cached and compiled.
 
-Both draw the code at (i, j) by the Gumbel-max trick,
+All three draw the code at (i, j) by the Gumbel-max trick,
 
     z_ij = argmax_k (logits_ijk / T + g_ijk),   g = −log(−log u),  u ~ U(0, 1)
 
-with all the noise u drawn up front from ``seed`` (stateless), so the two
+with all the noise u drawn up front from ``seed`` (stateless), so the
 samplers give the same maps whenever their logits agree.
 
 * naive: one full forward pass of the prior per position (H·W passes), as
@@ -13,10 +13,15 @@ samplers give the same maps whenever their logits agree.
   Autoregressive Models"): each block keeps the inputs its masked
   convolutions still need — the current row of its horizontal input and the
   last c + 1 rows of its vertical input — and each step computes only the
-  new position. The horizontal stack advances one position per step; the
-  vertical stack, which sees whole rows, advances one row when a row is
+  new position: one matrix product per block for the horizontal convolution
+  (the mask's visible taps), the gates, and for each attention block the
+  position's key and value, added to caches that the query attends over.
+  The vertical stack, which sees whole rows, advances one row when a row is
   complete. Everything runs inside one ``tf.function`` with nested
   ``tf.while_loop``s.
+* compiled: the cached sampler's loops compiled by XLA (``jit_compile``), so
+  a step's small ops are fused and no longer dispatched one by one; the
+  noise is drawn outside XLA (whose stateless random numbers differ).
 
 A hierarchy's priors form a chain, top first (`check_chain`): the top prior
 is unconditioned (or class-conditioned) and each lower prior is conditioned
@@ -35,7 +40,7 @@ from tfvqvae.validation import finite_float
 from tfvqvae.validation import one_of
 
 # The samplers, by name (``method``).
-METHODS = ("cached", "naive")
+METHODS = ("cached", "compiled", "naive")
 
 # Levels of a hierarchy are sampled with seeds seed + LEVEL_SEED_STRIDE * i
 # (top first), so one seed fixes a whole sample.
@@ -93,16 +98,28 @@ def sample(prior, method, batch, labels, condition, temperature, seed):
     cache = _COMPILED.setdefault(prior, {})
     key = (method, batch)
     if key not in cache:
-        build = naive_sampler if method == "naive" else cached_sampler
         # NB: the traced function must not keep the prior alive, or the
         # weak-keyed cache would never let go of it.
-        cache[key] = tf.function(build(weakref.proxy(prior), batch))
+        cache[key] = tf.function(sampler(weakref.proxy(prior), batch, method))
     return cache[key](
         _drop_none(labels),
         _drop_none(condition),
         tf.constant(temperature, tf.float32),
         tf.constant(seed, tf.int64),
     )
+
+
+def sampler(prior, batch, method):
+    """The ``method`` sampler of ``prior``: a function (labels, condition, temperature, seed).
+
+    "naive" (`naive_sampler`), "cached" (`cached_sampler`) or "compiled"
+    (the cached sampler's loops compiled by XLA); all three give the same
+    maps for a seed.
+    """
+    one_of("method", method, METHODS)
+    if method == "naive":
+        return naive_sampler(prior, batch)
+    return cached_sampler(prior, batch, jit_compile=method == "compiled")
 
 
 def _pick(logits, noise, temperature):
@@ -145,17 +162,29 @@ def _drop_none(value):
     return value if value is not None else tf.zeros([0], tf.int32)
 
 
-def cached_sampler(prior, batch):
-    """Like `naive_sampler`, with cached activations: the same maps, much faster."""
+def cached_sampler(prior, batch, jit_compile=False):
+    """Like `naive_sampler`, with cached activations: the same maps, much faster.
+
+    Per position each gated block does one matrix product for its horizontal
+    convolution (`GatedBlock.horizontal_kernel`: the row's last c + 1 inputs,
+    kept in a buffer) and its gates; an attention block adds the position's
+    key and value to its caches (N = H·W rows each) and attends over them
+    (`CausalSelfAttention.step`). The vertical stacks advance once per row.
+
+    With ``jit_compile`` the two nested loops are compiled by XLA as one
+    program (per-step ops fused, no per-op dispatch); the noise is drawn
+    outside it, because XLA's stateless random numbers differ from the
+    kernels', so all three samplers still see the same noise.
+    """
     height, width = prior.code_shape
-    k = prior.kernel_size
-    c = k // 2
+    c = prior.kernel_size // 2
     p = prior.hidden_channels
     blocks = prior.blocks
+    attention = prior.attention  # {block index: CausalSelfAttention}
     dtype = prior.compute_dtype  # the buffers hold activations (float16 under mixed precision)
 
-    def run(labels, condition, temperature, seed):
-        noise = gumbel_noise(batch, height, width, prior.num_embeddings, seed)
+    def loop(noise, labels, condition, temperature):
+        batch = tf.shape(noise)[2]
         labels = labels if prior.num_classes is not None else None
         features = prior.condition_features(condition) if prior.is_conditioned else None
         c_v, c_h = [], []  # per block: (H, B, W, 2p) and (H, W, B, 2p)
@@ -164,18 +193,29 @@ def cached_sampler(prior, batch):
             full = [batch, height, width, 2 * p]
             c_v.append(tf.transpose(tf.broadcast_to(bias_v, full), [1, 0, 2, 3]))
             c_h.append(tf.transpose(tf.broadcast_to(bias_h, full), [1, 2, 0, 3]))
+        kernels = [block.horizontal_kernel() for block in blocks]
 
-        def position_step(i, j, h_rows, v_to_h):
+        def position_step(i, j, h_rows, v_to_h, caches):
             """Advances every block's horizontal stack by one position (i, j)."""
             skip = 0.0
-            new_rows = list(h_rows)
+            new_rows, caches = list(h_rows), list(caches)
             for l, block in enumerate(blocks):
-                row = new_rows[l]  # (W + 2c, B, p): h_in of block l on row i
-                window = tf.transpose(row[j : j + k], [1, 0, 2])[:, None]  # (B, 1, k, p)
-                h_out, s = block.horizontal_step(
-                    window, row[c + j], v_to_h[l][:, j], c_h[l][i, j]
-                )
+                row = new_rows[l]  # (c + W, B, p): h_in of block l on row i, c zeros first
+                kernel, bias = kernels[l]
+                columns = kernel.shape[0]  # the inputs at columns j - c .. j (- 1)
+                if columns:
+                    window = tf.slice(row, [j, 0, 0], [columns, -1, -1])
+                    h = tf.einsum("wbc,wcf->bf", window, kernel) + bias
+                else:  # k = 1, mask "A": the bias alone
+                    h = tf.broadcast_to(bias, [batch, 2 * p])
+                h_out, s = block.horizontal_gate(h, row[c + j], v_to_h[l][:, j], c_h[l][i, j])
                 skip = skip + s
+                if l in attention:
+                    a = list(attention).index(l)
+                    h_out, keys, values = attention[l].step(
+                        h_out, i * width + j, caches[2 * a], caches[2 * a + 1]
+                    )
+                    caches[2 * a], caches[2 * a + 1] = keys, values
                 if h_out is not None:  # None after the last block
                     new_rows[l + 1] = tf.tensor_scatter_nd_update(
                         new_rows[l + 1], [[c + j]], h_out[None]
@@ -184,23 +224,23 @@ def cached_sampler(prior, batch):
             new_rows[0] = tf.tensor_scatter_nd_update(
                 new_rows[0], [[c + j]], prior.embedding(code)[None]
             )
-            return code, new_rows
+            return code, new_rows, caches
 
-        def row_step(i, codes, v_windows, v_to_h):
-            h_rows = [tf.zeros([width + 2 * c, batch, p], dtype) for _ in blocks]
+        def row_step(i, codes, v_windows, v_to_h, caches):
+            h_rows = [tf.zeros([c + width, batch, p], dtype) for _ in blocks]
 
-            def column(j, row_codes, h_rows):
-                code, h_rows = position_step(i, j, h_rows, v_to_h)
-                return j + 1, row_codes.write(j, code), h_rows
+            def column(j, row_codes, h_rows, caches):
+                code, h_rows, caches = position_step(i, j, h_rows, v_to_h, caches)
+                return j + 1, row_codes.write(j, code), h_rows, caches
 
-            _, row_codes, h_rows = tf.while_loop(
+            _, row_codes, h_rows, caches = tf.while_loop(
                 lambda j, *_: j < width,
                 column,
-                (0, tf.TensorArray(tf.int32, size=width), h_rows),
+                (0, tf.TensorArray(tf.int32, size=width), h_rows, caches),
             )
             codes = codes.write(i, row_codes.stack())  # (W, B)
             # The row is complete: advance every vertical stack by one row.
-            v_in = tf.transpose(h_rows[0][c : c + width], [1, 0, 2])  # embeddings (B, W, p)
+            v_in = tf.transpose(h_rows[0][c:], [1, 0, 2])  # embeddings (B, W, p)
             new_windows, new_v_to_h = [], []
             for l, block in enumerate(blocks):
                 padded = tf.pad(v_in, [[0, 0], [c, c], [0, 0]])[:, None]
@@ -208,17 +248,25 @@ def cached_sampler(prior, batch):
                 v_in, v_to_h_row = block.vertical_row(window, c_v[l][i])  # v_in: next block
                 new_windows.append(window)
                 new_v_to_h.append(v_to_h_row)
-            return i + 1, codes, new_windows, new_v_to_h
+            return i + 1, codes, new_windows, new_v_to_h, caches
 
         v_windows = [tf.zeros([batch, c + 1, width + 2 * c, p], dtype) for _ in blocks]
         # Row 0 sees the vertical stack of an all-zero row above (shift_down).
         v_to_h = [block.v_to_h(tf.zeros([batch, width, 2 * p], dtype)) for block in blocks]
-        _, codes, _, _ = tf.while_loop(
+        caches = [cache for layer in attention.values() for cache in layer.empty_cache(batch)]
+        _, codes, _, _, _ = tf.while_loop(
             lambda i, *_: i < height,
             row_step,
-            (0, tf.TensorArray(tf.int32, size=height), v_windows, v_to_h),
+            (0, tf.TensorArray(tf.int32, size=height), v_windows, v_to_h, caches),
         )
         return tf.transpose(codes.stack(), [2, 0, 1])  # (H, W, B) -> (B, H, W)
+
+    if jit_compile:
+        loop = tf.function(loop, jit_compile=True, autograph=False)
+
+    def run(labels, condition, temperature, seed):
+        noise = gumbel_noise(batch, height, width, prior.num_embeddings, seed)
+        return loop(noise, labels, condition, temperature)
 
     return run
 
@@ -288,7 +336,7 @@ def sample_levels(priors, num_samples=None, labels=None, temperature=1.0, seed=0
         labels: int (B,) classes, for class-conditional priors.
         temperature: a finite number > 0. Defaults to 1.0.
         seed: int. Defaults to 0.
-        method: "cached" or "naive". Defaults to "cached".
+        method: "cached", "compiled" or "naive" (`sampler`). Defaults to "cached".
         given: None, or {level: int (B, h, w) codes} for the first levels of
             the chain (top, then the one below, ...). Defaults to None.
 
@@ -347,12 +395,11 @@ def levels_sampler(priors, batch, method="cached"):
 
     Raises:
         ValueError: an unknown ``method`` ("`method` must be one of
-            ('cached', 'naive'). Received: method=..."), or a broken chain
+            ('cached', 'compiled', 'naive'). Received: method=..."), or a broken chain
             (`check_chain`).
     """
     one_of("method", method, METHODS)
-    build = naive_sampler if method == "naive" else cached_sampler
-    chain = [(level, prior, build(prior, batch)) for level, prior in check_chain(priors)]
+    chain = [(level, prior, sampler(prior, batch, method)) for level, prior in check_chain(priors)]
     empty = tf.zeros([0], tf.int32)
 
     def run(labels, temperature, seed):

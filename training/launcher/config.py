@@ -334,6 +334,10 @@ class PriorConfig(_Config):
     hidden_channels: int = option(64, "channels of the gated PixelCNN", positive=True)
     num_blocks: int = option(6, "gated blocks", positive=True)
     kernel_size: int = option(5, "size of the masked convolutions", positive=True)
+    attention_every: int | None = option(None, "a causal self-attention block after every N-th "
+                                         "gated block (none: no attention); below "
+                                         "--num-blocks", positive=True)
+    num_attention_heads: int = option(4, "heads of each attention block", positive=True)
     class_conditional: bool = option(False, "condition the prior on the dataset's class labels")
     seed: int = option(0, "seed of weights and batch order")
     mixed_precision: str | None = option(None, "compute in low precision",
@@ -344,6 +348,12 @@ class PriorConfig(_Config):
         super().__post_init__()
         # Which levels exist is the run's to say (train-prior checks the
         # code file); here only that the name can be a folder name.
+        if self.attention_every is not None and self.attention_every >= self.num_blocks:
+            raise ValueError(
+                "attention_every must be below num_blocks (attention follows a gated block "
+                "that has a horizontal output). Received: "
+                f"attention_every={self.attention_every}, num_blocks={self.num_blocks}"
+            )
         if not isinstance(self.level, str) or not _LEVEL_NAME.match(self.level):
             raise ValueError(
                 "level must be the name of a code level (letters, digits, '_'), such as "

@@ -25,6 +25,7 @@ DEFAULT_BACKUP_EVERY = 100  # tfvqvae.training.resumable
 EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")  # tfvqvae.export.exporter.FORMATS
 TFLITE_MODES = ("float32", "dynamic_range", "int8")  # tfvqvae.export.tflite
 SAMPLE_METHODS = ("cached", "naive")  # tfvqvae.export.signatures
+SAMPLERS = ("cached", "compiled", "naive")  # tfvqvae.models.sampling.METHODS
 EXTRACT_SPLITS = ("train", "test")  # tfvqvae.training.extract_codes.DEFAULT_SPLITS
 PREPARE_SHARD_SIZE_MB = 128  # tfvqvae.data.image_shards.DEFAULT_SHARD_SIZE_MB
 
@@ -200,8 +201,9 @@ def add_sample(parser):
         type=int, shown_default="cycle through all classes")
     add(parser, "--temperature", "softmax temperature of the priors", 1.0, type=float)
     add(parser, "--seed", "sampling seed", 0, type=int)
-    add(parser, "--method", "sampler: cached (fast) or naive (a full pass per code)",
-        "cached", choices=SAMPLE_METHODS)
+    add(parser, "--method", "sampler: cached (fast), compiled (the cached sampler compiled "
+        "by XLA: fastest after a few seconds of compiling) or naive (a full pass per code); "
+        "all give the same codes", "cached", choices=SAMPLERS)
     add(parser, "--out", "PNG path, in an existing folder",
         shown_default="RUN/samples-seed<SEED>.png")
 
