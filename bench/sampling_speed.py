@@ -20,7 +20,7 @@ the samplers compute them; N = H·W):
 
     per gated block   horizontal conv  cols·p·2p    (cols = c or c + 1)
                       h_skip, h_res    p·p each     (no h_res in the last block)
-                      vertical stack   (c + 1)·k·p·2p + 2p·2p   (once per row, / W per position)
+                      vertical stack   (c + 1)·k·p·2p + 2p·2p   (computed a row at a time)
     per attention     q, k, v, out     4·p·(n·d)
                       scores, mix      2·N·(n·d)    (over the whole cache, masked)
     head              p·p + p·K;  embedding lookup and argmax not counted
@@ -52,13 +52,12 @@ def step_flops(prior):
     """FLOPs the cached samplers spend on one position of one sample (docstring formula)."""
     p, k, big_k = prior.hidden_channels, prior.kernel_size, prior.num_embeddings
     c = k // 2
-    width = prior.code_shape[1]
-    n = prior.code_shape[0] * width
+    n = prior.code_shape[0] * prior.code_shape[1]
     macs = 0
     for block in prior.blocks:
         cols = c if block.first else c + 1
         macs += cols * p * 2 * p + p * p + (0 if block.last else p * p)
-        macs += ((c + 1) * k * p * 2 * p + 2 * p * 2 * p) / width
+        macs += (c + 1) * k * p * 2 * p + 2 * p * 2 * p  # per position of the row
     for attention in prior.attention_blocks:
         inner = attention.num_heads * attention.head_dim
         macs += 4 * p * inner + 2 * n * inner

@@ -96,15 +96,20 @@ def test_compiled_equals_naive_without_attention():
             model.sample(labels=labels, seed=seed, method="compiled").numpy(), naive)
 
 
-def test_sampling_with_attention_under_mixed_float16():
-    keras.config.set_dtype_policy("mixed_float16")  # reset by the conftest fixture
-    model = PixelCNNPrior(7, (3, 3), hidden_channels=8, num_blocks=2, kernel_size=3,
-                          attention_every=1)
-    assert model.attention_blocks[0].compute_dtype == "float16"
-    naive = model.sample(2, seed=0, method="naive").numpy()
-    cached = model.sample(2, seed=0, method="cached").numpy()
-    assert naive.shape == cached.shape == (2, 3, 3)
-    np.testing.assert_array_equal(cached, naive)
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_samplers_agree_with_attention_under_mixed_precision(policy):
+    """Open (random) attention and a sharpened head, so a wrong low-precision step shows."""
+    keras.config.set_dtype_policy(policy)  # reset by the conftest fixture
+    model = make_prior("class", (3, 4), 3, 3, 1, seed=6)
+    assert model.attention_blocks[0].compute_dtype == policy.split("_")[1]
+    labels = np.array([0, 3, 1], np.int32)
+    codes = model({"codes": np.zeros((1, 3, 4), np.int32), "labels": labels[:1]})
+    assert codes.dtype == "float32"
+    maps = {m: model.sample(labels=labels, seed=3, method=m).numpy()
+            for m in ("naive", "cached", "compiled")}
+    np.testing.assert_array_equal(maps["cached"], maps["naive"])
+    np.testing.assert_array_equal(maps["compiled"], maps["naive"])
+    assert len(np.unique(maps["naive"])) >= 3
 
 
 def test_fit_with_attention_learns_a_long_range_copy():

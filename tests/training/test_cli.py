@@ -209,3 +209,17 @@ def test_config_files_that_are_not_objects_are_named(tmp_path):
     path.write_text(json.dumps({"colour": 1}))
     with pytest.raises(ValueError, match=f"{path}: Unknown configuration keys"):
         TrainConfig.load(path)
+
+
+def test_prior_attention_options_reach_the_prior():
+    """--attention-every below --num-blocks goes to PixelCNNPrior; at or above it is refused."""
+    from tfvqvae.training.train_prior import prior_options
+
+    with pytest.raises(ValueError, match="attention_every=4, num_blocks=4"):
+        PriorConfig(num_blocks=4, attention_every=4)
+    config = PriorConfig(num_blocks=4, attention_every=2, num_attention_heads=2, level="top")
+    metadata = {"levels": ["top"], "num_embeddings": {"top": 16}, "code_shapes": {"top": [4, 4]},
+                "num_classes": None}
+    options = prior_options(config, metadata)
+    assert (options["attention_every"], options["num_attention_heads"]) == (2, 2)
+    assert PriorConfig().attention_every is None

@@ -38,9 +38,10 @@ import tensorflow as tf
 from tfvqvae import validation
 from tfvqvae.validation import positive_int
 
-# A masked score: exp(MASKED_SCORE - max) underflows to exactly 0 in float32,
-# float16 and bfloat16, while staying finite (no inf - inf = NaN).
-MASKED_SCORE = -1e4
+# Masked scores are set (in float32) to -inf, so their softmax weight is
+# exactly 0 whatever the visible scores are; every query sees at least itself,
+# so no row is all -inf (no NaN).
+MASKED_SCORE = float("-inf")
 
 
 @keras.saving.register_keras_serializable(package="tfvqvae")
@@ -134,8 +135,8 @@ class CausalSelfAttention(keras.layers.Layer):
         n = self.sequence_length
         # (query s, key t): t <= s, the lower triangle.
         causal = tf.cast(tf.linalg.band_part(tf.ones([n, n], tf.int8), -1, 0), tf.bool)
-        scores = tf.where(causal, scores, tf.cast(MASKED_SCORE, scores.dtype))
-        weights = tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1)
+        scores = tf.where(causal, tf.cast(scores, tf.float32), MASKED_SCORE)
+        weights = tf.nn.softmax(scores, axis=-1)
         attended = tf.einsum("bnst,btnd->bsnd", tf.cast(weights, v.dtype), v)
         attended = tf.reshape(attended, [shape[0], n, self.num_heads * self.head_dim])
         y = sequence + self.output_projection(attended)
@@ -167,8 +168,8 @@ class CausalSelfAttention(keras.layers.Layer):
         )
         scores = tf.einsum("bnd,tbnd->bnt", q, keys) / tf.cast(math.sqrt(self.head_dim), q.dtype)
         visible = tf.range(self.sequence_length) <= position
-        scores = tf.where(visible, scores, tf.cast(MASKED_SCORE, scores.dtype))
-        weights = tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1)
+        scores = tf.where(visible, tf.cast(scores, tf.float32), MASKED_SCORE)
+        weights = tf.nn.softmax(scores, axis=-1)
         attended = tf.einsum("bnt,tbnd->bnd", tf.cast(weights, values.dtype), values)
         attended = tf.reshape(attended, [-1, self.num_heads * self.head_dim])
         return x + self.output_projection(attended), keys, values

@@ -106,7 +106,7 @@ class PixelCNNPrior(keras.Model):
             Attention costs O((H·W)²) memory per map in training; it is meant
             for a hierarchy's small top map. Defaults to None.
         num_attention_heads: heads of each attention block (key size
-            ``hidden_channels // num_attention_heads``). Defaults to 4.
+            ``max(1, hidden_channels // num_attention_heads)``). Defaults to 4.
         **kwargs: base `keras.Model` arguments (``name``, ``dtype``: a dtype
             policy such as ``"mixed_bfloat16"``, given to every layer).
 
