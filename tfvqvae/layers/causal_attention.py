@@ -160,7 +160,12 @@ class CausalSelfAttention(keras.layers.Layer):
             (y, keys, values): y (B, C) equals `call`'s output at t; the
             caches gain position t.
         """
-        a = self.norm(x + tf.gather(self.positions(), position)[None])
+        width = self.map_shape[1]
+        position_embedding = (  # the row `positions` holds for t, without building the table
+            tf.cast(tf.gather(self.row_embedding, position // width), self.compute_dtype)
+            + tf.cast(tf.gather(self.column_embedding, position % width), self.compute_dtype)
+        )
+        a = self.norm(x + position_embedding[None])
         q = self._heads(self.query, a)  # (B, n, d)
         keys = tf.tensor_scatter_nd_update(keys, [[position]], self._heads(self.key, a)[None])
         values = tf.tensor_scatter_nd_update(

@@ -181,6 +181,7 @@ def cached_sampler(prior, batch, jit_compile=False):
     p = prior.hidden_channels
     blocks = prior.blocks
     attention = prior.attention  # {block index: CausalSelfAttention}
+    slot = {l: a for a, l in enumerate(attention)}  # block index -> its (keys, values) cache
     dtype = prior.compute_dtype  # the buffers hold activations (float16 under mixed precision)
 
     def loop(noise, labels, condition, temperature):
@@ -211,11 +212,9 @@ def cached_sampler(prior, batch, jit_compile=False):
                 h_out, s = block.horizontal_gate(h, row[c + j], v_to_h[l][:, j], c_h[l][i, j])
                 skip = skip + s
                 if l in attention:
-                    a = list(attention).index(l)
-                    h_out, keys, values = attention[l].step(
-                        h_out, i * width + j, caches[2 * a], caches[2 * a + 1]
+                    h_out, *caches[slot[l]] = attention[l].step(
+                        h_out, i * width + j, *caches[slot[l]]
                     )
-                    caches[2 * a], caches[2 * a + 1] = keys, values
                 if h_out is not None:  # None after the last block
                     new_rows[l + 1] = tf.tensor_scatter_nd_update(
                         new_rows[l + 1], [[c + j]], h_out[None]
@@ -253,7 +252,7 @@ def cached_sampler(prior, batch, jit_compile=False):
         v_windows = [tf.zeros([batch, c + 1, width + 2 * c, p], dtype) for _ in blocks]
         # Row 0 sees the vertical stack of an all-zero row above (shift_down).
         v_to_h = [block.v_to_h(tf.zeros([batch, width, 2 * p], dtype)) for block in blocks]
-        caches = [cache for layer in attention.values() for cache in layer.empty_cache(batch)]
+        caches = [list(layer.empty_cache(batch)) for layer in attention.values()]
         _, codes, _, _, _ = tf.while_loop(
             lambda i, *_: i < height,
             row_step,
