@@ -58,6 +58,9 @@ setup(
         "importlib_resources>=6",
         # Ships the offline default dataset (8x8 UCI digits) inside its wheel.
         "scikit-learn>=1.5,<2",
+        # Range coding for the image codec (tfvqvae.codec); the 0.5 series,
+        # whose Categorical(perfect=False) quantisation the file format uses.
+        "constriction>=0.5,<0.6",
     ],
     extras_require={
         # Exporters (tfvqvae.export): ONNX via tf2onnx, TFLite run by LiteRT.

@@ -96,7 +96,8 @@ def serving(tmp_path_factory):
 
 
 # Blocks that train for tens of seconds run with the slow tests (CI runs both).
-SLOW_SECTIONS = ("VQ-VAE-2 and priors from Python",)
+SLOW_SECTIONS = ("VQ-VAE-2 and priors from Python",
+                 "Compressing images: `tfvqvae compress`")
 
 
 @pytest.mark.parametrize("code", [

@@ -4,7 +4,8 @@ Public names: the quantiser layers `VectorQuantizer` and `VectorQuantizerEMA`,
 the `VQVAE`, `VQVAE2` and `HierarchicalVQVAE` (any number of levels) models, strategy and precision set-up in
 `tfvqvae.distribute`, the `PixelCNNPrior` and its layers
 `MaskedConv2D`, `GatedBlock` and `CausalSelfAttention`, the metrics in `tfvqvae.metrics` and the
-datasets in `tfvqvae.data`. The command-line programs live in
+datasets in `tfvqvae.data`, the image codec in `tfvqvae.codec`
+(`ImageCodec`: files whose size is the priors' rate). The command-line programs live in
 `tfvqvae.training` and the exporters in `tfvqvae.export`; the library never
 imports them.
 """

@@ -36,6 +36,7 @@ import weakref
 
 import tensorflow as tf
 
+from tfvqvae.models.incremental import IncrementalPrior
 from tfvqvae.validation import finite_float
 from tfvqvae.validation import one_of
 
@@ -170,6 +171,8 @@ def cached_sampler(prior, batch, jit_compile=False):
     kept in a buffer) and its gates; an attention block adds the position's
     key and value to its caches (N = H·W rows each) and attends over them
     (`CausalSelfAttention.step`). The vertical stacks advance once per row.
+    The steps are `tfvqvae.models.incremental.IncrementalPrior`'s, which the
+    image codec shares.
 
     With ``jit_compile`` the two nested loops are compiled by XLA as one
     program (per-step ops fused, no per-op dispatch); the noise is drawn
@@ -177,86 +180,30 @@ def cached_sampler(prior, batch, jit_compile=False):
     kernels', so all three samplers still see the same noise.
     """
     height, width = prior.code_shape
-    c = prior.kernel_size // 2
-    p = prior.hidden_channels
-    blocks = prior.blocks
-    attention = prior.attention  # {block index: CausalSelfAttention}
-    slot = {l: a for a, l in enumerate(attention)}  # block index -> its (keys, values) cache
-    dtype = prior.compute_dtype  # the buffers hold activations (float16 under mixed precision)
+    incremental = IncrementalPrior(prior)
 
     def loop(noise, labels, condition, temperature):
         batch = tf.shape(noise)[2]
-        labels = labels if prior.num_classes is not None else None
-        features = prior.condition_features(condition) if prior.is_conditioned else None
-        c_v, c_h = [], []  # per block: (H, B, W, 2p) and (H, W, B, 2p)
-        for block in blocks:
-            bias_v, bias_h = block.condition_biases(labels, features)
-            full = [batch, height, width, 2 * p]
-            c_v.append(tf.transpose(tf.broadcast_to(bias_v, full), [1, 0, 2, 3]))
-            c_h.append(tf.transpose(tf.broadcast_to(bias_h, full), [1, 2, 0, 3]))
-        kernels = [block.horizontal_kernel() for block in blocks]
+        context = incremental.context(batch, labels, condition)
 
-        def position_step(i, j, h_rows, v_to_h, caches):
-            """Advances every block's horizontal stack by one position (i, j)."""
-            skip = 0.0
-            new_rows, caches = list(h_rows), list(caches)
-            for l, block in enumerate(blocks):
-                row = new_rows[l]  # (c + W, B, p): h_in of block l on row i, c zeros first
-                kernel, bias = kernels[l]
-                columns = kernel.shape[0]  # the inputs at columns j - c .. j (- 1)
-                if columns:
-                    window = tf.slice(row, [j, 0, 0], [columns, -1, -1])
-                    h = tf.einsum("wbc,wcf->bf", window, kernel) + bias
-                else:  # k = 1, mask "A": the bias alone
-                    h = tf.broadcast_to(bias, [batch, 2 * p])
-                h_out, s = block.horizontal_gate(h, row[c + j], v_to_h[l][:, j], c_h[l][i, j])
-                skip = skip + s
-                if l in attention:
-                    h_out, *caches[slot[l]] = attention[l].step(
-                        h_out, i * width + j, *caches[slot[l]]
-                    )
-                if h_out is not None:  # None after the last block
-                    new_rows[l + 1] = tf.tensor_scatter_nd_update(
-                        new_rows[l + 1], [[c + j]], h_out[None]
-                    )
-            code = _pick(tf.cast(prior.head(skip), tf.float32), noise[i, j], temperature)
-            new_rows[0] = tf.tensor_scatter_nd_update(
-                new_rows[0], [[c + j]], prior.embedding(code)[None]
-            )
-            return code, new_rows, caches
+        def row_step(i, codes, state):
+            def column(j, row_codes, state):
+                logits, state = incremental.logits(context, state, i, j)
+                code = _pick(logits, noise[i, j], temperature)
+                return j + 1, row_codes.write(j, code), incremental.write(state, j, code)
 
-        def row_step(i, codes, v_windows, v_to_h, caches):
-            h_rows = [tf.zeros([c + width, batch, p], dtype) for _ in blocks]
-
-            def column(j, row_codes, h_rows, caches):
-                code, h_rows, caches = position_step(i, j, h_rows, v_to_h, caches)
-                return j + 1, row_codes.write(j, code), h_rows, caches
-
-            _, row_codes, h_rows, caches = tf.while_loop(
+            _, row_codes, state = tf.while_loop(
                 lambda j, *_: j < width,
                 column,
-                (0, tf.TensorArray(tf.int32, size=width), h_rows, caches),
+                (0, tf.TensorArray(tf.int32, size=width), state),
             )
             codes = codes.write(i, row_codes.stack())  # (W, B)
-            # The row is complete: advance every vertical stack by one row.
-            v_in = tf.transpose(h_rows[0][c:], [1, 0, 2])  # embeddings (B, W, p)
-            new_windows, new_v_to_h = [], []
-            for l, block in enumerate(blocks):
-                padded = tf.pad(v_in, [[0, 0], [c, c], [0, 0]])[:, None]
-                window = tf.concat([v_windows[l][:, 1:], padded], axis=1)
-                v_in, v_to_h_row = block.vertical_row(window, c_v[l][i])  # v_in: next block
-                new_windows.append(window)
-                new_v_to_h.append(v_to_h_row)
-            return i + 1, codes, new_windows, new_v_to_h, caches
+            return i + 1, codes, incremental.end_row(context, state, i)
 
-        v_windows = [tf.zeros([batch, c + 1, width + 2 * c, p], dtype) for _ in blocks]
-        # Row 0 sees the vertical stack of an all-zero row above (shift_down).
-        v_to_h = [block.v_to_h(tf.zeros([batch, width, 2 * p], dtype)) for block in blocks]
-        caches = [list(layer.empty_cache(batch)) for layer in attention.values()]
-        _, codes, _, _, _ = tf.while_loop(
+        _, codes, _ = tf.while_loop(
             lambda i, *_: i < height,
             row_step,
-            (0, tf.TensorArray(tf.int32, size=height), v_windows, v_to_h, caches),
+            (0, tf.TensorArray(tf.int32, size=height), incremental.start(batch)),
         )
         return tf.transpose(codes.stack(), [2, 0, 1])  # (H, W, B) -> (B, H, W)
 

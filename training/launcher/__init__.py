@@ -8,6 +8,8 @@
     tfvqvae evaluate --run DIR [--num-samples 10000] [--temperature 1.0] [--seed 0] [...]
     tfvqvae export --run DIR --out OUT [--format savedmodel,tflite,onnx] [--verify] [...]
     tfvqvae prepare --images FOLDER --out DIR [--split train] [--shards N | --shard-size MB] [...]
+    tfvqvae compress --run DIR IMAGE... --out FOLDER [--labels L...]
+    tfvqvae decompress FILE... --run DIR --out FOLDER
     tfvqvae presets [NAME ...]
 
 This package lies outside ``tfvqvae`` because importing ``tfvqvae`` imports

@@ -55,6 +55,11 @@ COMMANDS = {  # name: (module run after parsing, one line of help)
     "prepare": ("tfvqvae.training.prepare",
                 "pack an image folder into shuffled TFRecord shards (+ dataset.json) that "
                 "stream at any scale: --dataset tfrecord:OUT"),
+    "compress": ("tfvqvae.training.codec",
+                 "compress images into files whose size is the priors' rate (entropy coding "
+                 "of the code maps): FOLDER/<name>.tfvq"),
+    "decompress": ("tfvqvae.training.codec",
+                   "decompress .tfvq files written by `compress` into PNGs"),
     "presets": (None, "print what each --preset sets, for train and for its priors"),
 }
 
@@ -307,6 +312,26 @@ def add_prepare(parser):
         action=argparse.BooleanOptionalAction)
 
 
+def add_compress(parser):
+    parser.add_argument("--run", required=True,
+                        help="run folder with model.keras and a prior-<level>/ per level")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files (JPEG, PNG, BMP, GIF, WebP), any size")
+    parser.add_argument("--out", required=True, help="folder for the .tfvq files")
+    add(parser, "--labels", "class labels when the priors are class-conditional: one for all "
+        "images or one per image", type=int, nargs="+", metavar="LABEL")
+    add(parser, "--overwrite", "replace existing files", False,
+        action=argparse.BooleanOptionalAction)
+
+
+def add_decompress(parser):
+    parser.add_argument("files", nargs="+", metavar="FILE", help=".tfvq files")
+    parser.add_argument("--run", required=True, help="the run folder that compressed them")
+    parser.add_argument("--out", required=True, help="folder for the PNG files")
+    add(parser, "--overwrite", "replace existing files", False,
+        action=argparse.BooleanOptionalAction)
+
+
 def add_presets(parser):
     parser.add_argument("names", nargs="*", metavar="PRESET",
                         help=f"presets to show (default: all of {', '.join(PRESETS)})")
@@ -321,6 +346,8 @@ BUILDERS = {
     "evaluate": add_evaluate,
     "export": add_export,
     "prepare": add_prepare,
+    "compress": add_compress,
+    "decompress": add_decompress,
     "presets": add_presets,
 }
 
