@@ -34,6 +34,7 @@ setup(
         "tfvqvae.models",
         "tfvqvae.data",
         "tfvqvae.evaluation",
+        "tfvqvae.codec",
         "tfvqvae.training",
         "tfvqvae.export",
         "tfvqvae_cli",
