@@ -29,7 +29,6 @@ except ImportError:  # pragma: no cover - reported by `require_constriction`
 
 __all__ = [
     "categorical",
-    "decode_symbol",
     "encode",
     "padded_words",
     "probabilities",
@@ -134,8 +133,3 @@ def decoder(payload):
     """A range decoder over a payload (zero padded to whole words)."""
     require_constriction()
     return constriction.stream.queue.RangeDecoder(padded_words(payload))
-
-
-def decode_symbol(range_decoder, probs):
-    """One symbol from ``range_decoder`` under float64 (K,) ``probs``."""
-    return int(range_decoder.decode(categorical(), probs[None])[0])

@@ -305,9 +305,8 @@ class ImageCodec:
             found = self.model.encode_levels(self._model_input(pixels[start:stop]))
             for level in self.levels:
                 codes[level].append(np.asarray(found[level], np.int32))
-        h = {level: self._steps[level] for level in self.levels}
         return {level: (np.concatenate(codes[level]) if codes[level] else
-                        np.zeros((0, h[level].height, h[level].width), np.int32))
+                        np.zeros((0, *self.priors[level].code_shape), np.int32))
                 for level in self.levels}
 
     def _teacher_forced(self, level, codes, labels, condition):
@@ -351,12 +350,12 @@ class ImageCodec:
         count, height, width, _ = pixels.shape
         labels = self._labels(labels, count)
         files = []
+        codes = self.encode_codes(pixels)
         for start, stop in self._chunks(count):
             chunk_labels = None if labels is None else labels[start:stop]
-            codes = self.model.encode_levels(self._model_input(pixels[start:stop]))
             maps, probs, above = [], [], None
             for level in self.levels:
-                level_codes = np.asarray(codes[level], np.int32)
+                level_codes = codes[level][start:stop]
                 probs.append(self._teacher_forced(level, level_codes, chunk_labels, above))
                 maps.append(level_codes)
                 above = level_codes
