@@ -4,7 +4,7 @@
                                    [--batch-sizes 1,64] [--seconds 1.0]
 
 Exports the run (``tfvqvae.export.export_run``: SavedModel, TFLite float32 /
-dynamic range / int8, ONNX) into a temporary folder and times ``encode``
+dynamic range / int8 / int16x8, ONNX) into a temporary folder and times ``encode``
 (images -> codes) and ``decode`` (codes -> images) on real test images with
 Keras (eager calls, and the same calls inside ``tf.function``), the
 SavedModel's signatures, LiteRT and onnxruntime, all on CPU with every core.
@@ -35,6 +35,7 @@ from tfvqvae.export import load_run  # noqa: E402
 from tfvqvae.export import open_runners  # noqa: E402
 from tfvqvae.export import verify_export  # noqa: E402
 from tfvqvae.export._files import human_size  # noqa: E402
+from tfvqvae.export.tflite import TFLITE_MODES  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -102,7 +103,7 @@ def main():
         run_dir = Path(args.model) if args.model else train_small_run(Path(temp) / "mnist",
                                                                       args.data_dir)
         result = export_run(run_dir, Path(temp) / "export", formats="savedmodel,tflite,onnx",
-                            sample=False, data_dir=args.data_dir)
+                            sample=False, data_dir=args.data_dir, tflite_modes=TFLITE_MODES)
         run = load_run(run_dir, data_dir=args.data_dir)
         images = run.images("test", max(batch_sizes))
         runners = {"keras (eager)": KerasRunner(run.model),

@@ -2,8 +2,9 @@
 
 The SavedModel (TF Serving layout, signatures ``encode``, ``decode``,
 ``reconstruct``, ``serving_default`` and, with priors, ``sample``) is the
-source; TFLite (float32, dynamic range, int8) and ONNX (tf2onnx) are
-converted from it. One module per format, a library function each, and
+source; TFLite (float32, dynamic range, int8, int16x8) and ONNX (tf2onnx) are
+converted from it (the quantised TFLite modes from a second SavedModel whose
+search survives quantisation: `tfvqvae.export.quantized_search`). One module per format, a library function each, and
 ``tfvqvae export`` as a thin command over `export_run`:
 
     from tfvqvae.export import export_run, verify_export

@@ -5,7 +5,7 @@ Output folder (written whole under a temporary name beside it, then
 renamed)::
 
     OUT/savedmodel/<name>/<version>/     SavedModel for TF Serving ("savedmodel")
-    OUT/tflite/<mode>.tflite             float32, dynamic_range, int8 ("tflite")
+    OUT/tflite/<mode>.tflite             float32, dynamic_range, int8, int16x8 ("tflite")
     OUT/onnx/{encode,decode,reconstruct}.onnx                         ("onnx")
     OUT/export.json                      what was written: formats, signatures,
                                          file sizes, versions of the tools
@@ -39,6 +39,7 @@ from tfvqvae.export._files import refuse_existing
 from tfvqvae.export._files import size_on_disk
 from tfvqvae.export._files import staged_dir
 from tfvqvae.export._optional import require
+from tfvqvae.export.quantized_search import quantization_search
 from tfvqvae.export.run_folder import load_run
 from tfvqvae.export.saved_model import SAMPLE_SIGNATURE
 from tfvqvae.export.saved_model import export_saved_model
@@ -179,7 +180,7 @@ def export_run(
     name=None,
     version=1,
     overwrite=False,
-    tflite_modes=tflite_export.TFLITE_MODES,
+    tflite_modes=tflite_export.DEFAULT_TFLITE_MODES,
     opset=17,
     calibration_images=200,
     sample="auto",
@@ -198,9 +199,10 @@ def export_run(
             the run folder's name.
         version: positive int. Defaults to 1.
         overwrite: replace an existing ``out``. Defaults to False.
-        tflite_modes: TFLite modes to write. Defaults to all three.
+        tflite_modes: TFLite modes to write (`tfvqvae.export.tflite.TFLITE_MODES`).
+            Defaults to float32, dynamic_range and int8.
         opset: ONNX opset (17 or 18). Defaults to 17.
-        calibration_images: training images for int8 calibration, drawn at
+        calibration_images: training images for int8 / int16x8 calibration, drawn at
             random (seed 0). Defaults to 200.
         sample: "auto" adds the ``sample`` signature when the run has a
             prior for every level (a note says why when it does not); True
@@ -212,7 +214,8 @@ def export_run(
     Raises:
         FileNotFoundError / NotADirectoryError: not a run folder.
         FileExistsError: ``out`` exists and ``overwrite`` is false.
-        ValueError: an unknown format or mode, a bad name, version or opset;
+        ValueError: an unknown format or mode, int16x8 for a multi-level model,
+            a bad name, version or opset;
             a NaN or Inf weight in the model or a prior (nothing is written).
         ImportError: a format's optional dependency is missing
             (``pip install "tfvqvae[export]"``).
@@ -234,6 +237,8 @@ def export_run(
     recover_stale(out)  # what an export to ``out`` killed earlier left behind
     refuse_existing(out, overwrite, MANIFEST)  # before any slow work
     run = load_run(model_dir, image_size=image_size, data_dir=data_dir)
+    for mode in modes:
+        tflite_export.check_mode_for_levels(mode, run.model.levels)
     check_finite_weights(run.model, model_file(run.path))
     for level, prior in run.priors.items():
         check_finite_weights(prior, model_file(prior_dir(run.path, level)))
@@ -260,7 +265,7 @@ def export_run(
                 f"(priors found: {list(run.priors)})"
             )
     representative = None
-    if "int8" in modes:
+    if any(mode in tflite_export.CALIBRATED_MODES for mode in modes):
         representative = run.images("train", calibration_images, seed=0)
 
     with staged_dir(out, overwrite=overwrite, marker=MANIFEST, label="export") as temp:
@@ -271,10 +276,20 @@ def export_run(
         artifacts = {}
         if "savedmodel" in formats:
             artifacts["savedmodel"] = relative_sm
+        sources = {None: saved_model}  # {search: the SavedModel quantised modes convert from}
         for mode in modes:
+            search = tflite_export.SEARCH_FOR_MODE[mode]
+            if search not in sources:
+                sources[search] = temp / f"_source-{search}"
+                with quantization_search(run.model, search, representative):
+                    export_saved_model(run.model, sources[search], run.image_shape,
+                                       tflite_only=True)
             path = Path("tflite") / f"{mode}.tflite"
-            tflite_export.export_tflite(saved_model, temp / path, mode, representative)
+            tflite_export.export_tflite(sources[search], temp / path, mode, representative)
             artifacts[f"tflite-{mode}"] = path
+        for search, source in sources.items():
+            if search is not None:
+                shutil.rmtree(source)
         if "onnx" in formats:
             onnx_export.export_onnx(saved_model, temp / "onnx", opset=opset)
             artifacts["onnx"] = Path("onnx")
@@ -296,6 +311,8 @@ def export_run(
             "signatures": list(table),
             "signature_io": table,
             "tflite_signatures": list(tflite_export.TFLITE_SIGNATURES) if modes else [],
+            "tflite_mode_signatures": {
+                mode: list(tflite_export.MODE_SIGNATURES[mode]) for mode in modes},
             "onnx_opset": opset if "onnx" in formats else None,
             "sample_method": sample_method if priors is not None else None,
             "out_of_range_codes": (

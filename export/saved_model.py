@@ -60,7 +60,7 @@ def serving_dir(out, name, version=1):
     return Path(out) / "savedmodel" / name / str(version)
 
 
-def build_archive(model, image_shape, priors=None, sample_method="cached"):
+def build_archive(model, image_shape, priors=None, sample_method="cached", tflite_only=False):
     """The `keras.export.ExportArchive` with every endpoint of the export.
 
     Args:
@@ -69,6 +69,8 @@ def build_archive(model, image_shape, priors=None, sample_method="cached"):
         priors: {level: `PixelCNNPrior`} for every level, to add ``sample``;
             None or {} for none.
         sample_method: "cached" or "naive", the sampler inside ``sample``.
+        tflite_only: a source for quantised TFLite only (its decode guard:
+            `signatures.make_decode`).
     """
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -79,7 +81,10 @@ def build_archive(model, image_shape, priors=None, sample_method="cached"):
         "reconstruct": signatures.make_reconstruct,
     }
     for name, make in makers.items():
-        fn, specs = make(model, image_shape)
+        if name == "decode":
+            fn, specs = make(model, image_shape, tflite_only)
+        else:
+            fn, specs = make(model, image_shape)
         archive.add_endpoint(name, fn, input_signature=specs)
     fn, specs = signatures.make_reconstruct(model, image_shape)
     archive.add_endpoint("serving_default", fn, input_signature=specs)
@@ -92,7 +97,8 @@ def build_archive(model, image_shape, priors=None, sample_method="cached"):
 
 
 def export_saved_model(
-    model, export_dir, image_shape, priors=None, sample_method="cached", overwrite=False
+    model, export_dir, image_shape, priors=None, sample_method="cached", overwrite=False,
+    tflite_only=False,
 ):
     """Writes the SavedModel to ``export_dir``, whole or not at all.
 
@@ -106,12 +112,14 @@ def export_saved_model(
         sample_method: "cached" or "naive". Defaults to "cached".
         overwrite: replace an existing ``export_dir``. Defaults to False
             (FileExistsError).
+        tflite_only: a source converted to TFLite alone (`signatures.make_decode`).
+            Defaults to False.
 
     Returns:
         ``export_dir`` as a Path.
     """
     export_dir = Path(export_dir)
-    archive = build_archive(model, image_shape, priors, sample_method)
+    archive = build_archive(model, image_shape, priors, sample_method, tflite_only)
     with staged_dir(export_dir, overwrite=overwrite) as temp:
         archive.write_out(str(temp), verbose=False)
     return export_dir

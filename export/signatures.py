@@ -5,6 +5,10 @@ each level's code map (``model.code_shapes((H, W))``)::
 
     encode       images float32 (B, H, W, C)            -> <level>_codes int32 (B, h, w)
     decode       <level>_codes int32 (B, h, w)           -> images float32 (B, H, W, C)
+
+A level with a depth axis (``model.level_code_depths``: Q codes per position,
+a residual or grouped quantiser) has codes int32 (B, h, w, Q) instead, in and
+out; the checks below apply to every one of its B·h·w·Q codes.
     reconstruct  images float32 (B, H, W, C)            -> reconstructions float32 (B, H, W, C)
     sample       seed int64 (), temperature float32 (),
                  labels int32 (B,)  or  num_samples int32 ()
@@ -74,7 +78,8 @@ def image_spec(image_shape, name="images"):
 
 
 def code_specs(model, image_shape):
-    """[TensorSpec (None, h, w) int32] of each level's codes, top first."""
+    """[TensorSpec (None, h, w) int32] of each level's codes, top first ((None, h, w, Q)
+    for a level with a depth axis)."""
     shapes = model.code_shapes(tuple(image_shape[:2]))
     return [
         tf.TensorSpec([None, *shapes[level]], tf.int32, name=code_name(level))
@@ -117,8 +122,14 @@ def _checked_images(images, image_shape):
         return tf.identity(images)
 
 
-def _guarded_codes(codes, num_embeddings, name):
-    """Codes checked to lie in [0, K); any that do not become K (see the module docstring)."""
+def _guarded_codes(codes, num_embeddings, name, tflite_only=False):
+    """Codes checked to lie in [0, K); any that do not become K (see the module docstring).
+
+    With ``tflite_only`` they are clipped to [-1, K] instead (MAXIMUM / MINIMUM:
+    TFLite's 16x8 calibrator refuses SELECT_V2 on int32 codes); LiteRT's
+    GATHER fails on -1 and on K alike, but onnxruntime's would wrap -1 round,
+    so only sources converted to TFLite alone take this form.
+    """
     valid = (codes >= 0) & (codes < num_embeddings)
     check = tf.debugging.Assert(
         tf.reduce_all(valid),
@@ -126,13 +137,15 @@ def _guarded_codes(codes, num_embeddings, name):
          tf.reduce_min(codes), tf.reduce_max(codes)],
     )
     with tf.control_dependencies([check]):
+        if tflite_only:
+            return tf.minimum(tf.maximum(codes, -1), num_embeddings)
         # NB: not a clip. K is out of range for every runtime's gather, so a
         # converted graph (whose assertion was dropped) fails too.
         return tf.where(valid, codes, tf.constant(num_embeddings, codes.dtype))
 
 
 def make_encode(model, image_shape):
-    """encode(images) -> {<level>_codes: int32 (B, h, w)}."""
+    """encode(images) -> {<level>_codes: int32 (B, h, w) or (B, h, w, Q)}."""
 
     def encode(images):
         images = _checked_images(images, image_shape)
@@ -142,8 +155,16 @@ def make_encode(model, image_shape):
     return encode, [image_spec(image_shape)]
 
 
-def make_decode(model, image_shape):
-    """decode(<level>_codes, ...) -> {images: float32 (B, H, W, C)}."""
+def make_decode(model, image_shape, tflite_only=False):
+    """decode(<level>_codes, ...) -> {images: float32 (B, H, W, C)}.
+
+    Each input is int32 (B, h, w), or (B, h, w, Q) for a level with a depth
+    axis; its shape after the batch axis and the range of every code are
+    checked (the module docstring).
+
+    ``tflite_only``: the out-of-range guard for graphs converted to TFLite
+    alone (`_guarded_codes`).
+    """
     specs = code_specs(model, image_shape)
     num_embeddings = model.level_num_embeddings
 
@@ -163,7 +184,8 @@ def make_decode(model, image_shape):
                 )
                 with tf.control_dependencies([same_batch]):
                     level_codes = tf.identity(level_codes)
-            checked[level] = _guarded_codes(level_codes, num_embeddings[level], name)
+            checked[level] = _guarded_codes(level_codes, num_embeddings[level], name,
+                                            tflite_only)
         return {"images": model.decode_levels(checked)}
 
     return decode, specs
@@ -177,6 +199,38 @@ def make_reconstruct(model, image_shape):
         return {"reconstructions": model.decode_levels(model.encode_levels(images))}
 
     return reconstruct, [image_spec(image_shape)]
+
+
+def check_tflite_mode(model, mode):
+    """Refuses a quantised TFLite mode with a re-built search for a model with a depth level.
+
+    The int8 and int16x8 files convert from a SavedModel whose nearest-code
+    search is rebuilt for quantisation (`tfvqvae.export.quantized_search`,
+    ``SEARCH_FOR_MODE``); that search reads one (K, D) codebook per level and
+    has no residual or grouped form yet. float32 and dynamic_range use the
+    exact search and take every model.
+
+    Args:
+        model: the model to export.
+        mode: a TFLite mode ("float32", "dynamic_range", "int8", "int16x8").
+
+    Raises:
+        ValueError: ``mode`` needs the rebuilt search and a level of
+            ``model`` has a depth axis (one line naming the mode, the level
+            and its depth).
+    """
+    from tfvqvae.export.tflite import SEARCH_FOR_MODE
+
+    if SEARCH_FOR_MODE.get(mode) is None:
+        return
+    depths = getattr(model, "level_code_depths", {})
+    for level, depth in depths.items():
+        if depth is not None:
+            raise ValueError(
+                f"TFLite {mode} export does not support codes with a depth axis yet: level "
+                f"{level!r} has {depth} codes per position (a residual or grouped quantizer); "
+                f"export float32 or dynamic_range. Received: tflite mode {mode!r}"
+            )
 
 
 def sample_num_classes(priors):

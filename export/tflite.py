@@ -1,7 +1,8 @@
 """TFLite export, converted from the SavedModel, and a runner for it (LiteRT).
 
 One ``.tflite`` file per mode, each with the signatures ``encode``,
-``decode`` and ``reconstruct`` (same names, inputs and outputs as the
+``decode`` and ``reconstruct`` (int16x8: no ``reconstruct``, see
+``MODE_SIGNATURES``) (same names, inputs and outputs as the
 SavedModel; the sampler is not converted). Built-in TFLite ops only (no
 Select TF ops):
 
@@ -10,13 +11,22 @@ Select TF ops):
 * ``int8``: int8 weights and activations (``TFLITE_BUILTINS_INT8``),
   calibrated on a representative set of training images; the interface stays
   float32 images / int32 codes.
+* ``int16x8``: int8 weights, int16 activations (TFLite's 16x8 mode,
+  calibrated like int8); the arg-max of the search, which has no 16-bit
+  kernel, runs in float32 (built-in ops still). One-level models only
+  (`check_mode_for_levels`).
+
+The quantised modes are converted from a SavedModel whose search is built
+to survive quantisation (`tfvqvae.export.quantized_search`: ``SEARCH_FOR_MODE``).
 
 Agreement with Keras (``tfvqvae export --verify``): float32 gives the same
 codes (100 %); the quantised modes pick a near code, not always the nearest.
-In int8 the (N, K) distance tensor ‖e‖² − 2 z·e has one scale: on an MNIST
-run (K=128) its step was ~2.0 while the nearest and second-nearest codes were
-typically ~0.4 apart, and 45 % of indices matched Keras (PSNR 19.3 instead of
-20.1 dB); dynamic range matched 97.8 %. Measure your own run with --verify.
+With the exact search, int8 gives the (N, K) distance tensor one scale: on
+the MNIST preset run (K=128) its step was 208 / 255 while the nearest and
+second-nearest codes were typically 0.44 apart, and 50 % of indices matched
+Keras; the "window" search raises that (bench/RESULTS.md section ``int8``),
+but the int8 encoder itself moves codes: see `tfvqvae.export.quantized_search`.
+Measure your own run with --verify.
 
 The converter drops the graphs' assertions; a code outside [0, K) given to
 ``decode`` fails in the GATHER kernel ("gather index out of bounds", a
@@ -36,8 +46,40 @@ import tensorflow as tf
 from tfvqvae import atomic
 from tfvqvae.export._optional import require
 
-TFLITE_MODES = ("float32", "dynamic_range", "int8")
+TFLITE_MODES = ("float32", "dynamic_range", "int8", "int16x8")
+# What an export writes unless asked (int16x8 on request: ``--tflite-modes``).
+DEFAULT_TFLITE_MODES = ("float32", "dynamic_range", "int8")
+# The search of the SavedModel each mode converts from (None: the exact search).
+SEARCH_FOR_MODE = {"float32": None, "dynamic_range": None, "int8": "window",
+                   "int16x8": "scores"}
+# Modes calibrated on representative images.
+CALIBRATED_MODES = ("int8", "int16x8")
 TFLITE_SIGNATURES = ("encode", "decode", "reconstruct")
+# The signatures each mode's file holds. TF 2.21's 16x8 calibration of a file
+# whose ``encode`` and ``reconstruct`` share the encoder's weights broke both
+# (1.3 % of the MNIST preset's codes; 98.2 % without ``reconstruct``), so its
+# file has no ``reconstruct``: `TFLiteRunner` runs decode(encode(images)).
+MODE_SIGNATURES = {mode: TFLITE_SIGNATURES for mode in TFLITE_MODES}
+MODE_SIGNATURES["int16x8"] = ("encode", "decode")
+
+
+def check_mode_for_levels(mode, levels):
+    """Refuses int16x8 for a model of more than one level.
+
+    TF 2.21's 16x8 calibration mixes up weights that two signatures of one
+    file share. A VQ-VAE-2's ``encode`` runs the top decoder that ``decode``
+    runs too: its int16x8 file kept 86 % (quick start) and 67 % (CIFAR-10) of
+    the codes, at 23.0 instead of 28.8 dB on the quick start, where a
+    one-level MNIST run's kept 98.2 % (bench/RESULTS.md section ``int8``).
+
+    Raises:
+        ValueError: ``mode`` is "int16x8" and ``levels`` names more than one level.
+    """
+    if mode == "int16x8" and len(levels) > 1:
+        raise ValueError(
+            "TFLite int16x8 export takes a one-level model (TF 2.21's 16x8 calibration "
+            "mixes up the weights a multi-level model's encode and decode share); use "
+            f"int8 or dynamic_range. Received: a model with levels {list(levels)}")
 
 
 def check_modes(modes):
@@ -54,7 +96,7 @@ def check_modes(modes):
     return modes
 
 
-def _representative_dataset(saved_model_dir, images, batch_size):
+def _representative_dataset(saved_model_dir, images, batch_size, keys=TFLITE_SIGNATURES):
     """(signature_key, {input_name: array}) pairs for multi-signature calibration.
 
     ``decode`` is calibrated on the codes the SavedModel's ``encode`` gives
@@ -70,7 +112,8 @@ def _representative_dataset(saved_model_dir, images, batch_size):
             codes = {name: value.numpy() for name, value in outputs.items()}
             yield "encode", {"images": batch}
             yield "decode", codes
-            yield "reconstruct", {"images": batch}
+            if "reconstruct" in keys:
+                yield "reconstruct", {"images": batch}
 
     return generate
 
@@ -80,10 +123,11 @@ def convert_tflite(saved_model_dir, mode="float32", representative_images=None, 
 
     Args:
         saved_model_dir: the SavedModel (`tfvqvae.export.export_saved_model`).
-        mode: "float32", "dynamic_range" or "int8". Defaults to "float32".
+        mode: "float32", "dynamic_range", "int8" or "int16x8". Defaults to
+            "float32".
         representative_images: float32 images (N, H, W, C) in [0, 1] for
-            int8 calibration (draw them from the training data); required
-            for "int8", ignored otherwise.
+            calibration (draw them from the training data); required for
+            "int8" and "int16x8", ignored otherwise.
         batch_size: images per calibration step. Defaults to 16.
 
     Returns:
@@ -91,18 +135,25 @@ def convert_tflite(saved_model_dir, mode="float32", representative_images=None, 
     """
     (mode,) = check_modes([mode])
     converter = tf.lite.TFLiteConverter.from_saved_model(
-        str(saved_model_dir), signature_keys=list(TFLITE_SIGNATURES)
+        str(saved_model_dir), signature_keys=list(MODE_SIGNATURES[mode])
     )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "int8":
+    if mode in CALIBRATED_MODES:
         if representative_images is None or len(representative_images) == 0:
-            raise ValueError("int8 TFLite export needs representative images for calibration.")
+            raise ValueError(
+                f"{mode} TFLite export needs representative images for calibration.")
         converter.representative_dataset = _representative_dataset(
-            saved_model_dir, representative_images, batch_size
+            saved_model_dir, representative_images, batch_size, MODE_SIGNATURES[mode]
         )
+    if mode == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif mode == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,  # float kernels where 16x8 has none (ARG_MAX)
+        ]
     with warnings.catch_warnings():
         # int8 calibration runs tf.lite.Interpreter, which warns that it is deprecated.
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
@@ -155,7 +206,8 @@ class TFLiteRunner:
             model_path=str(self.path), num_threads=num_threads or os.cpu_count()
         )
         self._runners = {
-            key: self._interpreter.get_signature_runner(key) for key in TFLITE_SIGNATURES
+            key: self._interpreter.get_signature_runner(key)
+            for key in self._interpreter.get_signature_list()
         }
 
     def encode(self, images):
@@ -167,6 +219,8 @@ class TFLiteRunner:
         return self._runners["decode"](**inputs)["images"]
 
     def reconstruct(self, images):
+        if "reconstruct" not in self._runners:  # int16x8 (MODE_SIGNATURES)
+            return self.decode(self.encode(images))
         return self._runners["reconstruct"](images=np.asarray(images, np.float32))[
             "reconstructions"
         ]

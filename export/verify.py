@@ -11,7 +11,7 @@ images (the run's test split):
   warm-up batch.
 
 `check_agreement` applies the thresholds: float artifacts must reach
-``min_agreement`` (100 % by default); quantised TFLite (dynamic range, int8)
+``min_agreement`` (100 % by default); quantised TFLite (dynamic range, int8, int16x8)
 is held to ``min_quantized_agreement`` (0 by default: its rate is reported,
 not enforced). Any artifact, Keras included, fails when its reconstructions
 hold a NaN or Inf value, or when its PSNR or differences from Keras are not
@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from tfvqvae.metrics import psnr
 
-QUANTIZED = ("tflite-dynamic_range", "tflite-int8")
+QUANTIZED = ("tflite-dynamic_range", "tflite-int8", "tflite-int16x8")
 
 
 class KerasRunner:

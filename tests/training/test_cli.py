@@ -113,7 +113,7 @@ def test_literal_defaults_agree_with_the_library():
     from tfvqvae.distribute import STRATEGIES
     from tfvqvae.export.exporter import FORMATS
     from tfvqvae.export.signatures import SAMPLE_METHODS
-    from tfvqvae.export.tflite import TFLITE_MODES
+    from tfvqvae.export.tflite import DEFAULT_TFLITE_MODES
     from tfvqvae.training.extract_codes import DEFAULT_SPLITS
     from tfvqvae.training.resumable import DEFAULT_BACKUP_EVERY
     from tfvqvae_cli import config
@@ -126,7 +126,7 @@ def test_literal_defaults_agree_with_the_library():
     assert parser.SAMPLE_METHODS == SAMPLE_METHODS
     from tfvqvae.models.sampling import METHODS
     assert parser.SAMPLERS == METHODS
-    assert parser.TFLITE_MODES == TFLITE_MODES
+    assert parser.TFLITE_MODES == DEFAULT_TFLITE_MODES
     assert parser.EXTRACT_SPLITS == DEFAULT_SPLITS
     from tfvqvae.evaluation.classifier import CAS_STEPS
     from tfvqvae.training.evaluate import DEFAULT_BATCH_SIZE

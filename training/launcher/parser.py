@@ -23,7 +23,7 @@ from tfvqvae_cli.config import value_type
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")  # tfvqvae.distribute
 DEFAULT_BACKUP_EVERY = 100  # tfvqvae.training.resumable
 EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")  # tfvqvae.export.exporter.FORMATS
-TFLITE_MODES = ("float32", "dynamic_range", "int8")  # tfvqvae.export.tflite
+TFLITE_MODES = ("float32", "dynamic_range", "int8")  # tfvqvae.export.tflite.DEFAULT_TFLITE_MODES
 SAMPLE_METHODS = ("cached", "naive")  # tfvqvae.export.signatures
 SAMPLERS = ("cached", "compiled", "naive")  # tfvqvae.models.sampling.METHODS
 EXTRACT_SPLITS = ("train", "test")  # tfvqvae.training.extract_codes.DEFAULT_SPLITS
@@ -274,7 +274,8 @@ def add_export(parser):
     add(parser, "--version", "SavedModel version", 1, type=positive_int)
     add(parser, "--overwrite", "replace an earlier export in --out (a folder with "
         "export.json)", False, action=argparse.BooleanOptionalAction)
-    add(parser, "--tflite-modes", "comma-separated TFLite modes", ",".join(TFLITE_MODES))
+    add(parser, "--tflite-modes", "comma-separated TFLite modes (also int16x8: int16 activations)",
+        ",".join(TFLITE_MODES))
     add(parser, "--opset", "ONNX opset, 17 or 18", 17, type=int)
     add(parser, "--calibration-images", "training images for int8 calibration", 200,
         type=positive_int)

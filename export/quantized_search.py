@@ -1,0 +1,204 @@
+"""Nearest-code searches that survive TFLite quantisation (the quantised sources).
+
+The exact search of `tfvqvae.layers.kmeans.nearest_code` (centred scores,
+the two best re-ranked by their exact distance difference) is what the
+SavedModel, TFLite float32 and ONNX run. Quantised TFLite gives every tensor
+one scale, so its TFLite files are converted from a second SavedModel whose
+``encode`` / ``reconstruct`` pick codes with a search built for that:
+
+``"scores"`` (int16x8): one matmul and an arg-max,
+
+    k = argmax_j  (z − μ)·(e_j − μ) − ½‖e_j − μ‖²
+
+(= argmin ‖z − e_j‖², μ the codebook mean; no gather of dynamic shape, which
+the 16x8 calibrator refuses).
+
+``"window"`` (int8): the scores shifted per position so that the best lies
+just below a fixed window T, and clamped at 0:
+
+    o_j = relu(T + (z − μ)·(e_j − μ) − ½‖e_j − μ‖² − ½‖z − μ‖²)
+        = relu(T − ½‖z − e_j‖²)
+
+computed as ONE fully connected layer on [z − μ, n/G, …, n/G] (n = ½‖z − μ‖²
+split over G = 4 equal channels, which keeps the concatenation's int8 scale
+near that of z − μ; of G = 1, 2, 4, 8 tried on the quick-start, MNIST and
+CIFAR-10 runs, 4 was best or within a point of it) with weights
+[e_j − μ, −1, …, −1]. Its int32 accumulator holds the exact
+score; the requantised int8 output covers [0, T] instead of the whole range
+of −½‖z − e_j‖² over all codes, so its step is T / 255 instead of
+max ½‖z − e‖² / 255 (on the MNIST preset run: 16 / 255 instead of 208 / 255).
+An error in n shifts every code of a position alike and leaves the arg-max
+unchanged. T is 1.25 × the largest ½‖z − e_k‖² of the nearest codes over the
+calibration images (`window_for`); a position whose every o_j is 0 (farther
+than T from every code) takes the arg-max of the plain scores instead.
+
+What limits the quantised files is mostly not the search: with the exact
+search run in float on the quantised encoder's output, int8 kept 92.8 % and
+dynamic range 97.5 % of the MNIST preset's codes (bench/RESULTS.md section
+``int8``). The int8 weights and activations of the encoder move z across
+decision boundaries.
+"""
+
+import contextlib
+
+import numpy as np
+import tensorflow as tf
+
+SEARCHES = ("scores", "window")
+# G, the channels that carry ½‖z − μ‖² in the "window" search.
+NORM_CHANNELS = 4
+# T = WINDOW_MARGIN · max over the calibration positions of ½‖z − e_nearest‖².
+WINDOW_MARGIN = 1.25
+
+
+def _centred_codebook(quantizer):
+    codebook = np.asarray(quantizer.codebook, np.float64)
+    centre = codebook.mean(axis=0)
+    return centre, codebook - centre
+
+
+def scores_search(quantizer):
+    """``indices(inputs)`` by the plain scores' arg-max (see the module docstring)."""
+    centre, centred = _centred_codebook(quantizer)
+    dim = quantizer.embedding_dim
+    mu = tf.constant(centre, tf.float32)
+    # (K, D) with transpose_b: TFLite's FULLY_CONNECTED layout, quantised per code.
+    weights = tf.constant(centred, tf.float32)
+    bias = tf.constant(-0.5 * np.sum(centred**2, axis=1), tf.float32)
+
+    def indices(inputs):
+        z = tf.cast(inputs, tf.float32)
+        flat = tf.reshape(z, [-1, dim]) - mu
+        scores = tf.matmul(flat, weights, transpose_b=True) + bias
+        return tf.reshape(tf.argmax(scores, axis=1, output_type=tf.int32), tf.shape(z)[:-1])
+
+    return indices
+
+
+def window_search(quantizer, window, norm_channels=NORM_CHANNELS):
+    """``indices(inputs)`` by the clamped, shifted scores (see the module docstring).
+
+    Args:
+        quantizer: the level's `VectorQuantizer` / `VectorQuantizerEMA`.
+        window: T > 0, in units of squared distance / 2.
+        norm_channels: G ≥ 1, channels that carry ½‖z − μ‖² / G each.
+            Defaults to `NORM_CHANNELS`.
+    """
+    if not (np.isfinite(window) and window > 0):
+        raise ValueError(f"The search window must be positive and finite. Received: {window!r}")
+    centre, centred = _centred_codebook(quantizer)
+    dim, groups = quantizer.embedding_dim, int(norm_channels)
+    mu = tf.constant(centre, tf.float32)
+    augmented = np.concatenate([centred, -np.ones((len(centred), groups))], axis=1)
+    weights = tf.constant(augmented, tf.float32)  # (K, D + G), as in `scores_search`
+    half_norms = 0.5 * np.sum(centred**2, axis=1)
+    bias = tf.constant(window - half_norms, tf.float32)
+    plain_weights = tf.constant(centred, tf.float32)
+    plain_bias = tf.constant(-half_norms, tf.float32)
+
+    def indices(inputs):
+        z = tf.cast(inputs, tf.float32)
+        flat = tf.reshape(z, [-1, dim]) - mu
+        share = 0.5 * tf.reduce_sum(flat * flat, axis=1, keepdims=True) / groups
+        clamped = tf.nn.relu(
+            tf.matmul(tf.concat([flat] + [share] * groups, 1), weights, transpose_b=True) + bias)
+        best = tf.argmax(clamped, axis=1, output_type=tf.int32)
+        # Farther than T from every code: all zeros; the plain scores decide.
+        plain = tf.argmax(tf.matmul(flat, plain_weights, transpose_b=True) + plain_bias,
+                          axis=1, output_type=tf.int32)
+        chosen = tf.where(tf.reduce_max(clamped, axis=1) > 0.0, best, plain)
+        return tf.reshape(chosen, tf.shape(z)[:-1])
+
+    return indices
+
+
+def _encoder_outputs(model, images, batch_size=64):
+    """{level: float64 (N, D)} of the vectors each quantiser receives for ``images``."""
+    quantizers = model._level_quantizers()
+    captured = {level: [] for level in quantizers}
+    originals = {level: q.indices for level, q in quantizers.items()}
+
+    def recorder(level):
+        def indices(inputs):
+            captured[level].append(np.asarray(inputs, np.float64).reshape(
+                -1, quantizers[level].embedding_dim))
+            return originals[level](inputs)
+        return indices
+
+    try:
+        for level, quantizer in quantizers.items():
+            object.__setattr__(quantizer, "indices", recorder(level))
+        for start in range(0, len(images), batch_size):
+            model.encode_levels(tf.constant(images[start:start + batch_size], tf.float32))
+    finally:
+        for quantizer in quantizers.values():
+            quantizer.__dict__.pop("indices", None)
+    return {level: np.concatenate(parts) for level, parts in captured.items()}
+
+
+def window_for(quantizer, vectors, margin=WINDOW_MARGIN):
+    """T of the "window" search for a level, from its encoder outputs.
+
+    T = ``margin`` · max_n ½‖z_n − e_nearest‖² (float, squared distance / 2).
+
+    Args:
+        quantizer: the level's quantiser.
+        vectors: float (N, D) encoder outputs of calibration images, N ≥ 1.
+        margin: > 1. Defaults to `WINDOW_MARGIN`.
+    """
+    vectors = np.asarray(vectors, np.float64)
+    if vectors.ndim != 2 or len(vectors) == 0 or not np.isfinite(vectors).all():
+        raise ValueError(
+            "The search window needs finite encoder outputs of at least one calibration "
+            f"image. Received: shape {vectors.shape}")
+    centre, centred = _centred_codebook(quantizer)
+    flat = vectors - centre
+    nearest = np.full(len(flat), np.inf)
+    for start in range(0, len(flat), 4096):
+        block = flat[start:start + 4096]
+        d = (np.sum(block**2, 1)[:, None] - 2.0 * block @ centred.T
+             + np.sum(centred**2, 1)[None, :])
+        nearest[start:start + 4096] = np.maximum(d.min(axis=1), 0.0)
+    window = margin * 0.5 * float(nearest.max())
+    if window <= 0.0:  # every vector on a code: any positive window separates them
+        window = margin * 0.5 * float(np.min(np.sum(centred**2, 1)[np.sum(centred**2, 1) > 0],
+                                             initial=1.0))
+    return window
+
+
+@contextlib.contextmanager
+def quantization_search(model, search, calibration_images=None):
+    """Inside the block, the model's quantisers pick codes with ``search``.
+
+    Used while tracing the quantised TFLite source (`tfvqvae.export.tflite`);
+    each quantiser's own ``indices`` is back when the block ends.
+
+    Args:
+        model: a `VQVAE`, `VQVAE2` or `HierarchicalVQVAE`.
+        search: "scores" or "window" (module docstring).
+        calibration_images: float32 (N, H, W, C) in [0, 1]; required for
+            "window" (sets each level's T).
+
+    Raises:
+        ValueError: an unknown search, or "window" without images.
+    """
+    if search not in SEARCHES:
+        raise ValueError(f"`search` must be one of {SEARCHES}. Received: search={search!r}")
+    quantizers = model._level_quantizers()
+    if search == "window":
+        if calibration_images is None or len(calibration_images) == 0:
+            raise ValueError("The 'window' search needs calibration images.")
+        vectors = _encoder_outputs(model, np.asarray(calibration_images, np.float32))
+        searches = {level: window_search(q, window_for(q, vectors[level]))
+                    for level, q in quantizers.items()}
+    else:
+        searches = {level: scores_search(q) for level, q in quantizers.items()}
+    try:
+        for level, quantizer in quantizers.items():
+            # An instance attribute shadows the method for this block only
+            # (object.__setattr__: not tracked by Keras).
+            object.__setattr__(quantizer, "indices", searches[level])
+        yield
+    finally:
+        for quantizer in quantizers.values():
+            quantizer.__dict__.pop("indices", None)
