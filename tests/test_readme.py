@@ -95,9 +95,13 @@ def serving(tmp_path_factory):
     server.stop(grace=None)
 
 
-# Blocks that train for tens of seconds run with the slow tests (CI runs both).
-SLOW_SECTIONS = ("VQ-VAE-2 and priors from Python",
-                 "Compressing images: `tfvqvae compress`")
+# Blocks that train for tens of seconds run with the slow tests (CI runs both); the
+# default suite runs the quantiser-layers block (about 10 s) and parses every command.
+SLOW_SECTIONS = ("Use it from Python",
+                 "VQ-VAE-2 and priors from Python",
+                 "Compressing images: `tfvqvae compress`",
+                 "Distributed and mixed-precision training",
+                 "Export")  # the gRPC client: its `serving` fixture trains and exports a run
 
 
 @pytest.mark.parametrize("code", [

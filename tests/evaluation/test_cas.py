@@ -298,6 +298,7 @@ def digits():
     return train.as_float(), train.labels, test.as_float(), test.labels
 
 
+@pytest.mark.slow  # two classifier trainings (about 14 s); the toy classes below stay
 def test_real_generator_gives_the_real_row_exactly(digits):
     """A 'generator' that returns the real pairs reproduces the real row to the last digit."""
     x_train, y_train, x_test, y_test = digits
@@ -339,6 +340,7 @@ def test_separable_toy_classes_reach_100_percent():
     assert result["top5"] is None  # 4 classes: top-5 would be trivially 100
 
 
+@pytest.mark.slow  # classifier training on real MNIST (about 15 s)
 def test_labels_independent_of_images_give_chance(shared_data):
     """Shuffled labels: the classifier can only guess, top-1 ~ 100/K, top-5 ~ 500/K.
 

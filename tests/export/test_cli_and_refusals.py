@@ -115,6 +115,8 @@ def test_bad_formats_names_and_options_are_refused(vqvae_run, tmp_path, capsys):
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow  # two exports up to a failing converter (about 10 s); refusals above
+# and tests/export/test_replace_killed.py check that nothing is left behind
 def test_a_failed_export_leaves_nothing_behind(vqvae_run, tmp_path, monkeypatch):
     out = tmp_path / "export"
 

@@ -13,7 +13,9 @@ def _sample_signature(result):
     return tf.saved_model.load(str(result.artifacts["savedmodel"])).signatures["sample"]
 
 
-@pytest.mark.parametrize("seed,temperature", [(0, 1.0), (123, 0.5)])
+@pytest.mark.parametrize("seed,temperature", [
+    (0, 1.0), pytest.param(123, 0.5, marks=pytest.mark.slow),  # about 7 s each
+])
 def test_vqvae2_sample_matches_keras_for_both_levels(runs, vqvae2_run, seed, temperature):
     run, result, _ = runs["vqvae2"]
     labels = np.array([0, 9, 2, 2, 7, 5, 1], np.int32)
@@ -52,6 +54,8 @@ def test_sample_refuses_bad_labels_and_temperature(runs):
         sample(seed=seed, temperature=tf.constant(0.0), labels=tf.constant([0], tf.int32))
 
 
+@pytest.mark.slow  # about 6 s; test_sample_attention.py checks unconditional cached and
+# naive exports against the naive Keras sampler in the default suite
 def test_unconditional_sample_takes_num_samples_and_naive_export_agrees(runs, vqvae_run,
                                                                         tmp_path):
     run, result, _ = runs["vqvae"]

@@ -98,6 +98,7 @@ def test_priors_really_attend(vqvae2, vqvae):
     assert _attention_changes_logits(top, {"codes": top_codes})
 
 
+@pytest.mark.slow  # about 15 s; the VQVAE case below exports and checks the same sampler
 def test_vqvae2_cached_export_matches_naive_keras_sampler(vqvae2, tmp_path):
     model, priors = vqvae2
     export_dir = export_saved_model(model, tmp_path / "cached", (32, 32, 1), priors,

@@ -108,6 +108,7 @@ def test_saved_model_cli_show_and_run(runs, vqvae_run, tmp_path):
     assert images_out.shape == (3, 28, 28, 1) and images_out.dtype == np.float32
 
 
+@pytest.mark.slow  # saved_model_cli in a fresh process (about 8 s)
 def test_saved_model_cli_refuses_a_wrong_shape(runs, tmp_path):
     _, result, _ = runs["vqvae"]
     np.save(tmp_path / "bad.npy", np.zeros((2, 28, 28), np.float32))

@@ -62,8 +62,8 @@ SAMPLER_CASES = [
     # (cond, shape, kernel, blocks, attention_every, batch)
     (None, (3, 4), 3, 2, 1, 2),
     ("class", (4, 3), 5, 3, 1, 3),
-    ("spatial", (4, 4), 3, 3, 2, 1),
-    ("both", (2, 5), 1, 3, 1, 2),
+    pytest.param("spatial", (4, 4), 3, 3, 2, 1, marks=pytest.mark.slow),  # about 6 s each
+    pytest.param("both", (2, 5), 1, 3, 1, 2, marks=pytest.mark.slow),
 ]
 
 
@@ -96,7 +96,9 @@ def test_compiled_equals_naive_without_attention():
             model.sample(labels=labels, seed=seed, method="compiled").numpy(), naive)
 
 
-@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("policy", [
+    pytest.param("mixed_float16", marks=pytest.mark.slow), "mixed_bfloat16",  # about 6 s each
+])
 def test_samplers_agree_with_attention_under_mixed_precision(policy):
     """Open (random) attention and a sharpened head, so a wrong low-precision step shows."""
     keras.config.set_dtype_policy(policy)  # reset by the conftest fixture
@@ -112,6 +114,7 @@ def test_samplers_agree_with_attention_under_mixed_precision(policy):
     assert len(np.unique(maps["naive"])) >= 3
 
 
+@pytest.mark.slow  # about 22 s of training
 def test_fit_with_attention_learns_a_long_range_copy():
     """The last code of each map copies the first, which a 2-block kernel-3 PixelCNN
     cannot see from there (outside its receptive field) but attention can: on

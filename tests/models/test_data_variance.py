@@ -100,6 +100,7 @@ def test_a_non_finite_first_batch_is_not_the_estimate():
     assert model.reconstruction_variance == pytest.approx(second.var(), rel=1e-5)
 
 
+@pytest.mark.slow  # MirroredStrategy fit (about 10 s)
 def test_replicas_store_the_global_batch_variance(mirrored_strategy):
     keras.utils.set_random_seed(0)
     images = _images()

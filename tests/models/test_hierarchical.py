@@ -108,6 +108,7 @@ def test_each_level_is_conditioned_on_every_level_above():
     np.testing.assert_array_equal(middle.numpy(), codes[1].numpy())
 
 
+@pytest.mark.slow  # about 12 s; VQVAE2 (the two-level case) fits in test_vqvae2.py
 def test_fit_reports_every_level_and_stays_finite():
     model = tiny(3, quantizers=[tfvqvae.VectorQuantizerEMA(8, 3, decay=0.9, kmeans_init=False, restart_unused_after=None),
                                 tfvqvae.VectorQuantizer(10, 4, kmeans_init=False, restart_unused_after=None),

@@ -98,7 +98,9 @@ def _check_skipped_run(model, recorder):
 
 
 @pytest.mark.parametrize("build,jit_compile,value", [
-    (_vqvae, False, np.nan), (_vqvae, True, np.inf), (_vqvae2, False, -np.inf),
+    (_vqvae, False, np.nan),
+    pytest.param(_vqvae, True, np.inf, marks=pytest.mark.slow),  # about 6-8 s each
+    pytest.param(_vqvae2, False, -np.inf, marks=pytest.mark.slow),
 ], ids=["vqvae-graph-nan", "vqvae-xla-inf", "vqvae2-graph-neginf"])
 def test_a_non_finite_batch_leaves_every_state_untouched(build, jit_compile, value):
     keras.utils.set_random_seed(0)
@@ -112,6 +114,7 @@ def test_a_non_finite_batch_leaves_every_state_untouched(build, jit_compile, val
     assert all(np.isfinite(v[-1]) for v in history.values())
 
 
+@pytest.mark.slow  # a VQVAE2 fit under MirroredStrategy (about 9 s)
 def test_replicas_agree_to_skip_when_only_one_sees_nan(mirrored_strategy):
     """The NaN pixel lies in replica 0's half of the global batch only."""
     keras.utils.set_random_seed(0)
@@ -175,7 +178,9 @@ def _prior_with_a_nan_code(num_embeddings=6):
     return prior, codes.astype(np.int32)
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize("jit_compile", [
+    False, pytest.param(True, marks=pytest.mark.slow),  # xla: about 10 s
+], ids=["graph", "xla"])
 def test_prior_skips_a_step_with_a_nan_loss(jit_compile):
     keras.utils.set_random_seed(0)
     prior, codes = _prior_with_a_nan_code()

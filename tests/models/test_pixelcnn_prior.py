@@ -327,6 +327,7 @@ def test_fit_class_conditional_constant_maps():
     np.testing.assert_array_equal(np.argmax(first, -1), (3 * np.arange(4) + 1) % k_codes)
 
 
+@pytest.mark.slow  # about 5 s; the raster and class-conditional fits stay
 def test_fit_spatial_condition_is_copied():
     """Codes are the condition map upsampled by (2, 2): nothing else to learn from."""
     keras.utils.set_random_seed(2)

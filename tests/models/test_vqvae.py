@@ -177,7 +177,10 @@ def test_usage_and_dead_codes_count_the_whole_evaluation_set():
     assert result["mse"] == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("quantizer_class", [tfvqvae.VectorQuantizerEMA, tfvqvae.VectorQuantizer])
+@pytest.mark.parametrize("quantizer_class", [
+    tfvqvae.VectorQuantizerEMA,
+    pytest.param(tfvqvae.VectorQuantizer, marks=pytest.mark.slow),  # about 18 s
+], ids=["VectorQuantizerEMA", "VectorQuantizer"])
 def test_mirrored_strategy_matches_single_device(
     quantizer_class, mirrored_strategy, one_device_strategy
 ):

@@ -253,6 +253,7 @@ def test_train_step_matches_hand_written_step():
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6, err_msg=a.path)
 
 
+@pytest.mark.slow  # about 15 s; test_vqvae.py's fit and test_mixed_float16_fit_step below stay
 def test_fit_lowers_reconstruction_error():
     from tfvqvae.data import load_digits
 
@@ -291,6 +292,7 @@ def test_usage_and_dead_codes_count_the_whole_evaluation_set():
     assert result["mse"] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow  # about 20 s; test_vqvae.py's mirrored EMA case stays in the default suite
 def test_mirrored_strategy_matches_single_device(mirrored_strategy, one_device_strategy):
     """Two replicas on the same global batches end with the same weights as one device.
 
@@ -333,6 +335,7 @@ def test_mirrored_strategy_matches_single_device(mirrored_strategy, one_device_s
         )
 
 
+@pytest.mark.slow  # about 9 s; test_vqvae.py fits VQVAE under mixed_float16 in the default suite
 def test_mixed_float16_fit_step():
     keras.config.set_dtype_policy("mixed_float16")
     model = tiny_model(bottom=tfvqvae.VectorQuantizer(BOTTOM_K, BOTTOM_D, kmeans_init=False, restart_unused_after=None))

@@ -19,6 +19,11 @@ from tfvqvae.training import cli
 
 EVALUATE = ["--num-samples", "100", "--classifier-steps", "40", "--seed", "3"]
 
+# The quick-start pipeline below (3 + 3 epochs) costs about two minutes on two
+# cores: every test that uses it is slow, so the fixture runs only with -m slow.
+# The evaluation maths stays in the default suite (tests/evaluation/).
+slow = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory):
@@ -48,6 +53,7 @@ def _numpy_bits_per_image(prior, inputs, codes):
     return ((log_z - picked) / math.log(2.0)).sum(axis=(1, 2))
 
 
+@slow
 def test_writes_every_file(quickstart_run, evaluated):
     folder = run_folder.evaluation_dir(quickstart_run)
     for path in (run_folder.evaluation_file(quickstart_run),
@@ -65,6 +71,7 @@ def test_writes_every_file(quickstart_run, evaluated):
     assert grid.shape[0] > grid.shape[1] * 0.9  # 10 rows of 10 tiles: about square
 
 
+@slow
 def test_cas_rows(evaluated):
     cas = evaluated["cas"]
     assert set(cas) == {"real", "reconstructed", "generated"}
@@ -76,6 +83,7 @@ def test_cas_rows(evaluated):
     assert cas["real"]["top1"] > 30.0
 
 
+@slow
 def test_rate_equals_a_numpy_sum_of_minus_log2_p(quickstart_run, evaluated):
     model = run_folder.load_model(quickstart_run, compile=False)
     priors = run_folder.load_priors(quickstart_run, model.levels, compile=False)
@@ -101,6 +109,7 @@ def test_rate_equals_a_numpy_sum_of_minus_log2_p(quickstart_run, evaluated):
     assert rd["total_bits_per_image"]["validation"] < rd["naive_bits_per_image"]
 
 
+@slow
 def test_decoder_mse_and_usage_from_numpy(quickstart_run, evaluated):
     model = run_folder.load_model(quickstart_run, compile=False)
     config = run_folder.read_run_config(quickstart_run)
@@ -118,6 +127,7 @@ def test_decoder_mse_and_usage_from_numpy(quickstart_run, evaluated):
         assert usage["dead_codes"] == int(np.sum(counts == 0))
 
 
+@slow
 def test_same_seed_same_numbers(quickstart_run, evaluated):
     again = cli.main(["evaluate", "--run", str(quickstart_run), *EVALUATE, "--no-cas"])
     assert again == 0
@@ -126,6 +136,7 @@ def test_same_seed_same_numbers(quickstart_run, evaluated):
     assert second["rate_distortion"] == evaluated["rate_distortion"]
 
 
+@slow
 def test_refusals_name_the_problem(quickstart_run, tmp_path, capsys):
     # A class with too few training images for a class-balanced set.
     assert cli.main(["evaluate", "--run", str(quickstart_run), "--num-samples", "100000",

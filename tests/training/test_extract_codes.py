@@ -223,6 +223,7 @@ def test_cli_missing_inputs(tmp_path, capsys):
 
 @pytest.mark.skipif("model" not in TrainConfig.__dataclass_fields__,
                     reason="tfvqvae train --model vqvae2 not available yet")
+@pytest.mark.slow  # trains a VQ-VAE-2 run (about 13 s)
 def test_extract_codes_from_vqvae2_run(tmp_path):
     run = tmp_path / "run2"
     train(TrainConfig(**{**TINY, "epochs": 1, "model": "vqvae2", "num_downsamples": 2,

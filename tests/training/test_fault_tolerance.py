@@ -19,6 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Real processes (a reference run, then 20-35 s per test): the whole module is slow,
+# so its module-scoped reference run is made only with -m slow. The default suite
+# keeps one SIGKILL-and-resume run: tests/training/test_train.py's killed run.
+pytestmark = pytest.mark.slow
+
 WORKER = Path(__file__).with_name("distributed_worker.py")
 REPO = Path(__file__).resolve().parents[2]
 # Generous: these must pass on a machine whose cores are busy with other work.
@@ -154,7 +159,6 @@ def test_killed_process_resumes_to_the_same_weights(
     assert [line.split(",")[0] for line in history[1:]] == ["0", "1"]
 
 
-@pytest.mark.slow  # a two-process cluster (about 20 s); the killed-cluster test stays in the default suite
 def test_multi_worker_fit_matches_single_process(tmp_path, reference):
     dumps = [tmp_path / "worker0.npz", tmp_path / "worker1.npz"]
     _run_cluster(tmp_path / "run", dumps)

@@ -6,9 +6,9 @@ class-conditioned), middle given top, bottom given middle; ``tfvqvae
 sample`` and the exported ``sample`` signature run the one sampler of the
 library (`tfvqvae.models.sampling`) and give the same codes for a seed.
 
-The default suite checks the configuration, the model built, the prior chain
-and the exported sampler on untrained networks; the real run (the commands
-in-process, about a minute and a half on two CPU cores) is ``slow``.
+The default suite checks the configuration, the model built and the prior
+chain; the exported sampler on untrained networks (about 20 s) and the real run
+(the commands in-process, about a minute and a half on two CPU cores) are ``slow``.
 """
 
 import json
@@ -181,6 +181,7 @@ def _untrained_priors(model, class_conditional=True):
     return priors
 
 
+@pytest.mark.slow  # about 21 s; tests/export/test_sample.py checks two levels by default
 def test_exported_sample_signature_runs_the_library_sampler(tmp_path):
     """Untrained networks, three levels: the `sample` signature draws `sample_levels`' codes."""
     model = _tiny_model()

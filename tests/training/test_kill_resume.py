@@ -355,6 +355,8 @@ def test_training_on_a_streamed_folder_killed_mid_epoch_resumes_bit_identically(
     assert_same_model(out / "model.keras", reference / "model.keras")
 
 
+@slow  # two real training processes (about 30 s); tests/data/test_image_folder_stream.py
+# and test_prepare_cli.py check the naming and --skip-corrupt in the default suite
 def test_unreadable_image_file_fails_the_run_in_one_line_naming_it(tmp_path):
     import tensorflow as tf
 

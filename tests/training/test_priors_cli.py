@@ -34,6 +34,7 @@ def run_with_codes(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # about 6 s; tests/models/test_pixelcnn_prior.py checks the NLL against NumPy
 def test_train_prior_reports_numpy_nll_of_test_codes(run_with_codes):
     metrics = train_prior(
         PriorConfig(run=str(run_with_codes), class_conditional=True, **TINY_PRIOR),
@@ -59,6 +60,7 @@ def test_train_prior_reports_numpy_nll_of_test_codes(run_with_codes):
     assert metrics["test"]["bits_per_dim"] < metrics["uniform_bits_per_dim"]
 
 
+@pytest.mark.slow  # two prior trainings (about 12 s)
 def test_train_prior_streams_sharded_and_single_file_codes(run_with_codes, tmp_path):
     """The same records as shards (train: 3 files) or as the single file of earlier
     releases (test) train the same prior as one shard each."""
@@ -130,6 +132,7 @@ def test_missing_stages_are_named(tmp_path, run_with_codes):
                     overwrite=True)
 
 
+@pytest.mark.slow  # trains a second run (about 6 s)
 def test_codes_from_another_model_are_refused(tmp_path, run_with_codes):
     other = tmp_path / "other"
     train(TrainConfig(out=str(other), **{**TINY, "seed": 1}), verbose=0)
@@ -191,6 +194,7 @@ def test_pipeline_vqvae2_samples_bottom_given_top(tmp_path):
     assert np.abs(logits - other).max() > 1e-4
 
 
+@pytest.mark.slow  # about 8 s; test_cli_runs.py trains a prior on the same kind of run
 def test_train_prior_resumes_from_checkpoint(run_with_codes):
     config = dict(TINY_PRIOR, epochs=1)
     train_prior(PriorConfig(run=str(run_with_codes), **config), overwrite=True, verbose=0)
@@ -211,6 +215,7 @@ def test_train_prior_resumes_from_checkpoint(run_with_codes):
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
 
 
+@pytest.mark.slow  # about 13 s; test_pixelcnn_prior.py's mirrored fit stays
 def test_train_prior_mirrored_matches_one_device(run_with_codes, mirrored_strategy,
                                                  one_device_strategy):
     """Global batch 128 over 2 replicas (64 each) = one device on 128, to 1e-5."""

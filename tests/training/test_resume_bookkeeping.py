@@ -34,6 +34,7 @@ def finished(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # with the next test: the `finished` run (about 18 s)
 def test_a_continuation_killed_past_its_metrics_is_unfinished(finished, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(finished, out)
@@ -49,6 +50,7 @@ def test_a_continuation_killed_past_its_metrics_is_unfinished(finished, tmp_path
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_a_lost_pointer_is_rewritten_and_temporaries_removed(finished, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(finished, out)

@@ -149,6 +149,8 @@ def _wait_for(path, timeout):
     return False
 
 
+# The default suite's one real SIGKILL-and-resume run (about 30 s); the bit-exact
+# step-backup runs of tests/training/test_fault_tolerance.py are slow.
 def test_killed_run_resumes_and_leaves_no_partial_files(tmp_path):
     """SIGKILL after the first checkpoint; the same command with --resume finishes."""
     out = tmp_path / "run"

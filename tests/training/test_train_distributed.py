@@ -55,9 +55,8 @@ def test_fewer_images_than_a_batch_is_named(tmp_path):
         train(tiny_config(tmp_path / "run", batch_size=256), verbose=0)
 
 
-@pytest.mark.parametrize("precision", [
-    "float16", pytest.param("bfloat16", marks=pytest.mark.slow),  # about 30 s each
-])
+@pytest.mark.slow  # about 30 s each; tests/models/test_mixed_precision.py keeps the fit steps
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
 def test_mixed_precision_and_xla_training(tmp_path, precision):
     out = tmp_path / "run"
     metrics = train(tiny_config(out, mixed_precision=precision, jit_compile=True), verbose=0)
@@ -148,6 +147,8 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # two real processes (about 25 s); the library path is
+# test_mirrored_training_matches_one_device
 def test_cli_mirrored_on_split_cpu(tmp_path):
     out = tmp_path / "run"
     flags = ["--dataset", "digits", "--max-train-examples", "64", "--epochs", "1",
