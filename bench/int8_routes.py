@@ -169,7 +169,8 @@ def main():
         images = run.images("test", args.images)
         reference = {k: v.numpy() for k, v in run.model.encode_levels(tf.constant(images)).items()}
         shapes = run.model.code_shapes(run.image_shape[:2])
-        title = (f"**{Path(run_dir).name}** ({type(run.model).__name__}, codes "
+        title = (f"**{Path(run_dir).name}** ({len(images)} test images; "
+                 f"{type(run.model).__name__}, codes "
                  + ", ".join(f"{level} {shapes[level]} K={k}"
                              for level, k in run.model.level_num_embeddings.items()) + ")")
         with tempfile.TemporaryDirectory() as temp:
@@ -200,7 +201,8 @@ def main():
     markdown = "\n".join([
         "## int8: quantised TFLite routes (bench/int8_routes.py)", "",
         f"`{command_line()}`", "", machine_line(), "",
-        f"% of code indices equal to Keras on the first {args.images} test images; bold: "
+        f"% of code indices equal to Keras on the first {args.images} test images (or all of a "
+        "smaller test split); bold: "
         "the search each mode ships with (`tfvqvae.export.tflite.SEARCH_FOR_MODE`). "
         "int16x8 with a multi-level model shows TF 2.21's 16x8 calibration mixing up the "
         "weights its encode and decode share; `tfvqvae export` refuses it "

@@ -26,7 +26,7 @@ CIFAR-10 runs, 4 was best or within a point of it) with weights
 [e_j − μ, −1, …, −1]. Its int32 accumulator holds the exact
 score; the requantised int8 output covers [0, T] instead of the whole range
 of −½‖z − e_j‖² over all codes, so its step is T / 255 instead of
-max ½‖z − e‖² / 255 (on the MNIST preset run: 16 / 255 instead of 208 / 255).
+max ½‖z − e‖² / 255 (on the MNIST preset run: 20 / 255 instead of 208 / 255).
 An error in n shifts every code of a position alike and leaves the arg-max
 unchanged. T is 1.25 × the largest ½‖z − e_k‖² of the nearest codes over the
 calibration images (`window_for`); a position whose every o_j is 0 (farther
@@ -44,11 +44,27 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from tfvqvae.layers.vector_quantizer import VectorQuantizer
+
 SEARCHES = ("scores", "window")
 # G, the channels that carry ½‖z − μ‖² in the "window" search.
 NORM_CHANNELS = 4
 # T = WINDOW_MARGIN · max over the calibration positions of ½‖z − e_nearest‖².
 WINDOW_MARGIN = 1.25
+
+
+def has_plain_codebook(quantizer):
+    """True when ``indices`` is the Euclidean nearest row of ``quantizer.codebook``.
+
+    A `VectorQuantizer` / `VectorQuantizerEMA` without cosine similarity or a
+    ``codebook_dim`` of its own. Other quantisers (FSQ, LFQ, residual,
+    grouped, cosine, projected codebooks) keep their own search in every
+    export (`quantization_search` leaves them alone).
+    """
+    return (isinstance(quantizer, VectorQuantizer)
+            and not getattr(quantizer, "use_cosine_similarity", False)
+            and getattr(quantizer, "codebook_dim", quantizer.embedding_dim)
+            == quantizer.embedding_dim)
 
 
 def _centred_codebook(quantizer):
@@ -112,9 +128,8 @@ def window_search(quantizer, window, norm_channels=NORM_CHANNELS):
     return indices
 
 
-def _encoder_outputs(model, images, batch_size=64):
-    """{level: float64 (N, D)} of the vectors each quantiser receives for ``images``."""
-    quantizers = model._level_quantizers()
+def _encoder_outputs(model, images, quantizers, batch_size=64):
+    """{level: float64 (N, D)} of the vectors ``quantizers`` ({level: quantiser}) receive."""
     captured = {level: [] for level in quantizers}
     originals = {level: q.indices for level, q in quantizers.items()}
 
@@ -171,7 +186,8 @@ def quantization_search(model, search, calibration_images=None):
     """Inside the block, the model's quantisers pick codes with ``search``.
 
     Used while tracing the quantised TFLite source (`tfvqvae.export.tflite`);
-    each quantiser's own ``indices`` is back when the block ends.
+    each quantiser's own ``indices`` is back when the block ends. Levels whose
+    quantiser has no plain codebook (`has_plain_codebook`) keep their own search.
 
     Args:
         model: a `VQVAE`, `VQVAE2` or `HierarchicalVQVAE`.
@@ -184,11 +200,13 @@ def quantization_search(model, search, calibration_images=None):
     """
     if search not in SEARCHES:
         raise ValueError(f"`search` must be one of {SEARCHES}. Received: search={search!r}")
-    quantizers = model._level_quantizers()
+    quantizers = {level: q for level, q in model._level_quantizers().items()
+                  if has_plain_codebook(q)}
     if search == "window":
         if calibration_images is None or len(calibration_images) == 0:
             raise ValueError("The 'window' search needs calibration images.")
-        vectors = _encoder_outputs(model, np.asarray(calibration_images, np.float32))
+        vectors = _encoder_outputs(model, np.asarray(calibration_images, np.float32),
+                                   quantizers)
         searches = {level: window_search(q, window_for(q, vectors[level]))
                     for level, q in quantizers.items()}
     else:

@@ -44,7 +44,7 @@ with the message quoted):
 
 The TFLite and ONNX converters drop these assertions: there an empty batch
 fails inside the runtime (an error of LiteRT / onnxruntime, not this
-message), and NaN / Inf pixels are NOT detected: ``encode`` returns in-range
+message; an int16x8 TFLite file returns empty outputs instead), and NaN / Inf pixels are NOT detected: ``encode`` returns in-range
 codes chosen by the runtime's arg-min over NaN distances and ``reconstruct``
 returns the (finite) images decoded from them, silently. Check
 ``np.isfinite(images).all()`` before calling a converted model.

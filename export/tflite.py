@@ -190,7 +190,8 @@ class TFLiteRunner:
 
     Args:
         path: the .tflite file.
-        levels: the model's levels (``model.levels``), top first.
+        levels: the model's levels (``model.levels``), top first; a ValueError
+            when the file's ``encode`` outputs are not their codes.
         num_threads: CPU threads. Defaults to ``os.cpu_count()``.
 
     Methods take and return the signatures' tensors: ``encode(images)`` ->
@@ -209,6 +210,12 @@ class TFLiteRunner:
             key: self._interpreter.get_signature_runner(key)
             for key in self._interpreter.get_signature_list()
         }
+        outputs = set(self._interpreter.get_signature_list().get("encode", {}).get("outputs", ()))
+        expected = {f"{level}_codes" for level in self.levels}
+        if outputs != expected:
+            raise ValueError(
+                f"{self.path} encodes to {sorted(outputs)}, not the codes of the levels given "
+                f"({sorted(expected)}). Received: levels={list(self.levels)}")
 
     def encode(self, images):
         out = self._runners["encode"](images=np.asarray(images, np.float32))

@@ -291,7 +291,7 @@ def add_export(parser):
     add(parser, "--verify-images", "test images for --verify", 1000, type=positive_int)
     add(parser, "--min-agreement", "% of code indices that float artifacts (SavedModel, "
         "TFLite float32, ONNX) must share with Keras under --verify", 100.0, type=percentage)
-    add(parser, "--min-quantized-agreement", "the same for dynamic-range and int8 TFLite "
+    add(parser, "--min-quantized-agreement", "the same for dynamic-range, int8 and int16x8 TFLite "
         "(0: reported, not enforced)", 0.0, type=percentage)
 
 
