@@ -215,6 +215,7 @@ def export_run(
         FileNotFoundError / NotADirectoryError: not a run folder.
         FileExistsError: ``out`` exists and ``overwrite`` is false.
         ValueError: an unknown format or mode, int16x8 for a multi-level model,
+            int8 / int16x8 for a model with a depth level (residual, grouped),
             a bad name, version or opset;
             a NaN or Inf weight in the model or a prior (nothing is written).
         ImportError: a format's optional dependency is missing
@@ -239,6 +240,7 @@ def export_run(
     run = load_run(model_dir, image_size=image_size, data_dir=data_dir)
     for mode in modes:
         tflite_export.check_mode_for_levels(mode, run.model.levels)
+        signatures.check_tflite_mode(run.model, mode)
     check_finite_weights(run.model, model_file(run.path))
     for level, prior in run.priors.items():
         check_finite_weights(prior, model_file(prior_dir(run.path, level)))

@@ -12,24 +12,36 @@ so a layer writes ``self.units = positive_int("units", units)``.
   serialise to JSON).
 * `finite_float`: a real number (``int``, ``float`` or a NumPy scalar; never
   ``bool``, ``str``, NaN or ±Inf) within optional bounds.
+* `boolean`: ``True`` or ``False`` only (not 0 / 1, not a string).
 * `one_of`: a value from a fixed tuple of choices.
 * `map_shape`: (height, width) of a 2-D map, two positive ints.
 * `is_int`: the predicate behind the integer checks, for callers that raise
   their own error (e.g. a file header that is not valid).
+
+Checks of tensors a layer receives (duck-typed: anything with ``dtype`` and
+``shape`` as a ``tf.Tensor`` has them, so this module imports no TensorFlow):
+
+* `vectors_shape`: rank >= 2 and a last axis of ``embedding_dim``.
+* `float_vectors`: the same for a floating-point tensor (``TypeError`` if not).
+* `integer_indices`: code indices of an integer dtype (``TypeError`` if not).
 """
 
 import math
 import numbers
 
 __all__ = [
+    "boolean",
     "finite_float",
+    "float_vectors",
     "integer",
+    "integer_indices",
     "is_int",
     "map_shape",
     "non_negative_int",
     "odd_positive_int",
     "one_of",
     "positive_int",
+    "vectors_shape",
 ]
 
 
@@ -152,6 +164,17 @@ def finite_float(
     return number
 
 
+def boolean(name, value):
+    """Returns ``value`` if it is ``True`` or ``False`` (a Python ``bool``), else raises.
+
+    Raises:
+        ValueError: "`name` must be True or False. Received: name=value".
+    """
+    if not isinstance(value, bool):
+        raise _fail(name, "True or False", value)
+    return value
+
+
 def one_of(name, value, choices):
     """Returns ``value`` if it is one of ``choices`` (a tuple), else raises.
 
@@ -191,3 +214,64 @@ def map_shape(name, value, allow_none=False):
             f"`{name}` must be (height, width), two positive integers. Received: {name}={value!r}"
         )
     return shape
+
+
+def vectors_shape(owner, shape, embedding_dim, name="inputs", received=None):
+    """Returns ``tuple(shape)`` if its rank is >= 2 and its last axis ``embedding_dim``.
+
+    Args:
+        owner: who checks (a layer's class name), for the message.
+        shape: a shape (a tuple or a ``tf.TensorShape``).
+        embedding_dim: the size the last axis must have.
+        name: what the shape is of, for the message. Defaults to "inputs".
+        received: how the message names the value received. Defaults to
+            "<name> with shape".
+
+    Raises:
+        ValueError: "<owner> expects <name> of rank >= 2 whose last axis is
+            embedding_dim=<D>. Received: <received>=<shape>".
+    """
+    shape = tuple(shape)
+    if len(shape) < 2 or shape[-1] != embedding_dim:
+        if received is None:
+            received = f"{name} with shape"
+        raise ValueError(
+            f"{owner} expects {name} of rank >= 2 whose last "
+            f"axis is embedding_dim={embedding_dim}. "
+            f"Received: {received}={shape}"
+        )
+    return shape
+
+
+def float_vectors(owner, tensor, embedding_dim, name="inputs"):
+    """Returns ``tensor`` if it is floating-point with rank >= 2 and last axis ``embedding_dim``.
+
+    ``tensor`` is a ``tf.Tensor`` (the caller converts it).
+
+    Raises:
+        TypeError: "<owner> expects floating-point <name>. Received: <name>
+            with dtype=<dtype>".
+        ValueError: from `vectors_shape`.
+    """
+    if not tensor.dtype.is_floating:
+        raise TypeError(
+            f"{owner} expects floating-point {name}. "
+            f"Received: {name} with dtype={tensor.dtype.name}"
+        )
+    vectors_shape(owner, tensor.shape, embedding_dim, name)
+    return tensor
+
+
+def integer_indices(indices):
+    """Returns ``indices`` (a ``tf.Tensor``) if its dtype is an integer type, else raises.
+
+    Raises:
+        TypeError: "Code indices must be integers. Received: indices with
+            dtype=<dtype>".
+    """
+    if not indices.dtype.is_integer:
+        raise TypeError(
+            "Code indices must be integers. "
+            f"Received: indices with dtype={indices.dtype.name}"
+        )
+    return indices

@@ -13,6 +13,8 @@ trained with (``config.json``). The whole split is encoded: ``max_train_examples
 limits training only. A split's codes are shards beside the base path above
 (``codes-train-00000-of-000NN.tfrecord``, ...; one for small datasets);
 `code_file` names them for every reader. File format: `tfvqvae.data.codes`.
+A level whose quantiser has a depth axis (residual or grouped: Q codes per
+position) is written with its (h, w, Q) maps.
 """
 
 from pathlib import Path
@@ -215,10 +217,12 @@ def main(args):
         metadata = read_code_metadata(path)
         files = code_files(path)
         action = "kept" if split in paths.kept else "wrote"
+        # (h, w) -> "top 4x4 (K=16)"; (h, w, Q) -> "top 4x4x2 (K=16, depth 2)"
         levels = ", ".join(
-            f"{level} {h}x{w} (K={metadata['num_embeddings'][level]})"
+            f"{level} {'x'.join(map(str, shape))} (K={metadata['num_embeddings'][level]}"
+            f"{'' if len(shape) == 2 else f', depth {shape[2]}'})"
             for level in metadata["levels"]
-            for h, w in [metadata["code_shapes"][level]]
+            for shape in [metadata["code_shapes"][level]]
         )
         if files == [path]:
             where = f"a single file, {path}"

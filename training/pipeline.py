@@ -106,6 +106,13 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
             "pipeline runs in one process; for multi-worker training run "
             "`tfvqvae train` / `train-prior` on every worker, then the other stages."
         )
+    if config.code_depth is not None:  # refused here, before any training
+        raise ValueError(
+            "pipeline trains a prior per level, and priors over codes with a depth axis are "
+            f"not supported yet (--quantizer {config.quantizer} gives {config.code_depth} codes "
+            "per position): run `tfvqvae train`, `extract-codes` and `export` instead. "
+            f"Received: quantizer={config.quantizer!r}"
+        )
     levels = model_levels(config)
     options = {"mixed_precision": config.mixed_precision,
                "jit_compile": config.jit_compile, **(prior_options or {})}

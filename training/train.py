@@ -2,7 +2,9 @@
 
 ``--model vqvae2`` trains the two-level `tfvqvae.VQVAE2` instead, and
 ``--model hierarchical --levels L`` a `tfvqvae.HierarchicalVQVAE` with L code
-levels (top, middle, bottom for L = 3).
+levels (top, middle, bottom for L = 3). ``--quantizer`` picks every level's
+quantiser (`build_quantizer`): ema, vq, fsq, lfq, rvq or grouped (the last two
+code each position with Q indices: ``--num-quantizers`` / ``--num-groups``).
 
 Output folder::
 
@@ -55,28 +57,54 @@ from tfvqvae.training.resumable import steps_per_epoch_of
 from tfvqvae.training.resumable import write_folder
 
 
-def build_model(config, data_variance=1.0, image_channels=1):
-    """The model of ``config``: a `tfvqvae.VQVAE`, a `tfvqvae.VQVAE2` (``model="vqvae2"``)
-    or a `tfvqvae.HierarchicalVQVAE` of ``config.levels`` levels (``model="hierarchical"``).
+def build_quantizer(config, seed):
+    """The quantiser of one level from ``config.quantizer`` and its options, seeded with ``seed``.
 
-    Every level gets its own quantiser from the same settings; level k (top
-    = 0) is seeded with ``config.seed + k``.
+    "ema" / "vq": `tfvqvae.VectorQuantizerEMA` / `tfvqvae.VectorQuantizer`;
+    "fsq": `tfvqvae.FiniteScalarQuantizer` of ``config.fsq_levels``; "lfq":
+    `tfvqvae.LookupFreeQuantizer` of ``config.embedding_dim`` bits; "rvq":
+    `tfvqvae.ResidualVectorQuantizer` of ``config.num_quantizers`` stages;
+    "grouped": `tfvqvae.GroupedVectorQuantizer` of ``config.num_groups`` heads
+    (stages / heads EMA or gradient per ``config.stage_quantizer``).
     """
-    quantizer_class = (
-        tfvqvae.VectorQuantizerEMA if config.quantizer == "ema" else tfvqvae.VectorQuantizer
-    )
+    quantizer = config.quantizer
+    if quantizer == "fsq":
+        return tfvqvae.FiniteScalarQuantizer([int(v) for v in config.fsq_levels.split(",")])
+    if quantizer == "lfq":
+        return tfvqvae.LookupFreeQuantizer(
+            config.embedding_dim, entropy_cost=config.lfq_entropy_cost,
+            commitment_cost=config.commitment_cost)
+    ema = (config.stage_quantizer if quantizer in ("rvq", "grouped") else quantizer) == "ema"
     options = dict(
         num_embeddings=config.num_embeddings,
         embedding_dim=config.embedding_dim,
         commitment_cost=config.commitment_cost,
         kmeans_init=config.kmeans_init,
         restart_unused_after=config.restart_unused_after,
-        seed=config.seed,
+        seed=seed,
     )
-    if config.quantizer == "ema":
+    if ema:
         options["decay"] = config.decay
     else:
         options["codebook_cost"] = config.codebook_cost
+    if quantizer == "rvq":
+        return tfvqvae.ResidualVectorQuantizer(
+            config.num_quantizers, ema=ema, shared_codebook=config.shared_codebook,
+            quantizer_dropout=config.quantizer_dropout, **options)
+    if quantizer == "grouped":
+        return tfvqvae.GroupedVectorQuantizer(
+            config.num_groups, ema=ema, shared_codebook=config.shared_codebook, **options)
+    quantizer_class = tfvqvae.VectorQuantizerEMA if ema else tfvqvae.VectorQuantizer
+    return quantizer_class(**options)
+
+
+def build_model(config, data_variance=1.0, image_channels=1):
+    """The model of ``config``: a `tfvqvae.VQVAE`, a `tfvqvae.VQVAE2` (``model="vqvae2"``)
+    or a `tfvqvae.HierarchicalVQVAE` of ``config.levels`` levels (``model="hierarchical"``).
+
+    Every level gets its own quantiser from the same settings (`build_quantizer`);
+    level k (top = 0) is seeded with ``config.seed + k``.
+    """
     sizes = dict(
         image_channels=image_channels,
         hidden_channels=config.hidden_channels,
@@ -86,7 +114,7 @@ def build_model(config, data_variance=1.0, image_channels=1):
     )
 
     def quantizers(count):
-        return [quantizer_class(**{**options, "seed": config.seed + k}) for k in range(count)]
+        return [build_quantizer(config, config.seed + k) for k in range(count)]
 
     if config.model == "vqvae2":
         top, bottom = quantizers(2)
@@ -96,7 +124,8 @@ def build_model(config, data_variance=1.0, image_channels=1):
             num_levels=config.levels, quantizers=quantizers(config.levels), **sizes
         )
     return tfvqvae.VQVAE(
-        num_downsamples=config.num_downsamples, quantizer=quantizer_class(**options), **sizes
+        num_downsamples=config.num_downsamples, quantizer=build_quantizer(config, config.seed),
+        **sizes
     )
 
 
@@ -128,7 +157,9 @@ def _test_metrics(model, test):
 
     A one-level model (a VQVAE) keeps its flat keys; a model with several
     levels (VQVAE2, HierarchicalVQVAE) reports each level under
-    ``levels[level]``, top first, with the same four names.
+    ``levels[level]``, top first, with the same four names. A level with a
+    depth axis adds ``code_depth`` (Q); its perplexity, usage and dead codes
+    are means over its Q codebooks (`tfvqvae.models.autoencoder`).
     """
     metrics = {
         "mse": test["mse"],
@@ -136,20 +167,24 @@ def _test_metrics(model, test):
         "normalized_mse": test["mse"] / model.reconstruction_variance,
     }
 
-    def level_metrics(prefix, num_embeddings):
-        return {
+    depths = model.level_code_depths
+
+    def level_metrics(prefix, level):
+        values = {
             "perplexity": test[f"{prefix}perplexity"],
             "usage_percent": test[f"{prefix}usage"],
             "dead_codes": int(round(test[f"{prefix}dead_codes"])),
-            "num_embeddings": num_embeddings,
+            "num_embeddings": model.level_num_embeddings[level],
         }
+        if depths[level] is not None:  # Q codebooks: the three values are means over them
+            values["code_depth"] = depths[level]
+        return values
 
-    num_embeddings = model.level_num_embeddings
     if len(model.levels) == 1:
-        metrics.update(level_metrics("", num_embeddings[model.levels[0]]))
+        metrics.update(level_metrics("", model.levels[0]))
     else:
         metrics["levels"] = {
-            level: level_metrics(f"{level}_", num_embeddings[level]) for level in model.levels
+            level: level_metrics(f"{level}_", level) for level in model.levels
         }
     return metrics
 

@@ -76,6 +76,30 @@ def condition_level(level, metadata):
     return levels[k - 1] if k > 0 else None
 
 
+def refuse_depth_codes(level, depths, above=None):
+    """Refuses a prior over a level whose codes have a depth axis, or conditioned on one.
+
+    Args:
+        level: the prior's level.
+        depths: {level: Q or None} (``model.level_code_depths`` or a code
+            file's ``metadata["code_depths"]``).
+        above: the level the prior would be conditioned on, or None.
+
+    Raises:
+        ValueError: ``depths[level]`` or ``depths[above]`` is a depth Q (one
+            line naming the level and Q).
+    """
+    for name, role in ((level, "level {name!r} has"),
+                       (above, f"level {level!r} is conditioned on level {{name!r}}, which has")):
+        depth = None if name is None else depths.get(name)
+        if depth is not None:
+            raise ValueError(
+                "priors over codes with a depth axis are not supported yet: "
+                f"{role.format(name=name)} {depth} codes per position (depth {depth}, from a "
+                f"residual or grouped quantizer). Received: level={level!r}"
+            )
+
+
 def prior_options(config, metadata):
     """`PixelCNNPrior` arguments for ``config.level`` of a code file's ``metadata``.
 
@@ -86,6 +110,7 @@ def prior_options(config, metadata):
     """
     level = config.level
     above = condition_level(level, metadata)
+    refuse_depth_codes(level, metadata.get("code_depths", {}), above)
     num_classes = None
     if config.class_conditional:
         num_classes = metadata["num_classes"]
@@ -164,6 +189,11 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
     """
     start = time.perf_counter()
     model = load_model(config.run)
+    levels = list(model.levels)
+    if config.level in levels:  # refused before the code files are needed
+        k = levels.index(config.level)
+        refuse_depth_codes(config.level, model.level_code_depths,
+                           levels[k - 1] if k > 0 else None)
     train_codes, metadata = _open_codes(config.run, "train", model)
     test_codes, _ = _open_codes(config.run, "test", model)
 

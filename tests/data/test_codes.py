@@ -268,8 +268,22 @@ def test_fingerprint_identifies_trained_model(tmp_path, model):
     codebook = model.quantizer.codebook
     codebook.assign(codebook + 1e-3)
     assert model_fingerprint(model) != fingerprint
-    with pytest.raises(ValueError, match="no codebook"):
+    with pytest.raises(ValueError, match="has no weights"):
         model_fingerprint(object())
+
+
+def test_fingerprint_of_a_model_without_codebook_hashes_its_weights(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = tfvqvae.VQVAE(image_channels=1, hidden_channels=8, residual_channels=4,
+                          quantizer=tfvqvae.FiniteScalarQuantizer([5, 3]))
+    model(np.zeros((1, 8, 8, 1), np.float32))
+    assert not [w for w in model.weights if w.name == "codebook"]
+    fingerprint = model_fingerprint(model)
+    model.save(tmp_path / "model.keras")
+    assert model_fingerprint(keras.saving.load_model(tmp_path / "model.keras")) == fingerprint
+    kernel = model.encoder.weights[0]
+    kernel.assign(kernel + 1e-3)  # other encoder, other codes
+    assert model_fingerprint(model) != fingerprint
 
 
 # ------------------------------------------------------------------- bad files

@@ -106,3 +106,35 @@ def test_quantization_search_swaps_and_restores_the_quantizers_search():
             np.testing.assert_array_equal(model.encode(images).numpy(), codes)
         assert "indices" not in vars(model.quantizer)
     np.testing.assert_array_equal(model.encode(images).numpy(), codes)
+
+
+@pytest.mark.parametrize("quantizer", [
+    lambda: VectorQuantizerEMA(16, 4, use_cosine_similarity=True),
+    lambda: VectorQuantizerEMA(16, 4, codebook_dim=2),
+    lambda: __import__("tfvqvae").FiniteScalarQuantizer([4, 4]),
+], ids=["cosine", "codebook_dim", "fsq"])
+def test_quantizers_without_a_plain_codebook_keep_their_own_search(quantizer):
+    model = VQVAE(image_channels=1, hidden_channels=8, residual_channels=4,
+                  quantizer=quantizer(), num_downsamples=2)
+    images = np.random.default_rng(2).uniform(0, 1, (4, 8, 8, 1)).astype(np.float32)
+    codes = model.encode(images).numpy()
+    for search in ("scores", "window"):
+        with quantization_search(model, search, images):
+            assert "indices" not in vars(model.quantizer)
+            np.testing.assert_array_equal(model.encode(images).numpy(), codes)
+
+
+def test_tflite_runner_names_levels_that_do_not_match_the_file(tmp_path):
+    from tfvqvae.export.saved_model import export_saved_model
+    from tfvqvae.export.tflite import TFLiteRunner
+    from tfvqvae.export.tflite import export_tflite
+
+    model = VQVAE(image_channels=1, hidden_channels=8, residual_channels=4,
+                  quantizer=VectorQuantizerEMA(16, 4), num_downsamples=2)
+    model(np.zeros((1, 8, 8, 1), np.float32))
+    export_saved_model(model, tmp_path / "sm", (8, 8, 1))
+    path = export_tflite(tmp_path / "sm", tmp_path / "f.tflite")
+    assert TFLiteRunner(path, ("top",)).encode(np.zeros((1, 8, 8, 1), np.float32))["top"].shape \
+        == (1, 2, 2)
+    with pytest.raises(ValueError, match=r"encodes to \['top_codes'\].*levels=\['top', 'bottom'\]"):
+        TFLiteRunner(path, ("top", "bottom"))

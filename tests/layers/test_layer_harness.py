@@ -1,6 +1,7 @@
 """The quantizers held to the standard of a public Keras layer: Keras' own
 ``run_layer_test`` harness, config round-trip, ``.keras`` save/load, mixed
-precision and ``fit`` inside a user's functional model.
+precision and ``fit`` inside a user's functional model (the vector quantizers
+first, then the scalar ones, FSQ and LFQ).
 """
 
 import keras
@@ -9,6 +10,8 @@ import pytest
 import tensorflow as tf
 from keras.src.testing import test_case
 
+from tfvqvae import FiniteScalarQuantizer
+from tfvqvae import LookupFreeQuantizer
 from tfvqvae import VectorQuantizer
 from tfvqvae import VectorQuantizerEMA
 from tests.layers import numpy_reference as ref
@@ -345,3 +348,77 @@ def test_float64_dtype_policy(cls):
     assert out.dtype == tf.float64
     codebook = layer.codebook.numpy()
     np.testing.assert_array_equal(layer.indices(z).numpy(), ref.nearest(z, codebook))
+
+
+# ------------------------------------- the scalar quantizers (FSQ and LFQ)
+# No weights at all: the codebook is implied (FSQ's grid, LFQ's {−s, s}^D).
+SCALAR = [
+    (FiniteScalarQuantizer, {"levels": [8, 5, 3, 3]}, 0),
+    (LookupFreeQuantizer, {"embedding_dim": D, "add_losses": True}, 1),
+    (LookupFreeQuantizer, {"embedding_dim": D, "add_losses": False}, 0),
+]
+SCALAR_IDS = ["FSQ", "LFQ", "LFQ-no-add-losses"]
+
+
+@pytest.mark.parametrize("cls, kwargs, num_losses", SCALAR, ids=SCALAR_IDS)
+def test_keras_run_layer_test_scalar_quantizers(harness, cls, kwargs, num_losses):
+    harness.run_layer_test(
+        cls,
+        init_kwargs=kwargs,
+        input_shape=(2, 3, 3, D),
+        expected_output_shape=(2, 3, 3, D),
+        expected_output_dtype="float32",
+        expected_num_trainable_weights=0,
+        expected_num_non_trainable_weights=0,
+        expected_num_seed_generators=0,
+        expected_num_losses=num_losses,
+        supports_masking=False,
+        run_training_check=num_losses > 0,
+        run_mixed_precision_check=True,
+    )
+
+
+@pytest.mark.parametrize("cls, kwargs, num_losses", SCALAR, ids=SCALAR_IDS)
+def test_scalar_quantizers_symbolic_call_with_unknown_dims(cls, kwargs, num_losses):
+    inputs = keras.Input((None, None, D))
+    layer = cls(**kwargs)
+    outputs = layer(inputs)
+    assert tuple(outputs.shape) == (None, None, None, D)
+    model = keras.Model(inputs, outputs)
+    z = np.random.default_rng(0).normal(size=(2, 5, 3, D)).astype(np.float32)
+    # The forward value is the code of each vector: its lookup (a property of
+    # the layer's own bijection; the values themselves are checked against
+    # NumPy in test_finite_scalar_quantizer.py / test_lookup_free_quantizer.py).
+    np.testing.assert_array_equal(model(z).numpy(), layer.lookup(layer.indices(z)).numpy())
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (FiniteScalarQuantizer, dict(levels=[7, 5, 5, 5, 5], name="my_fsq")),
+    (LookupFreeQuantizer, dict(embedding_dim=6, entropy_cost=0.2, commitment_cost=0.3,
+                               diversity_gamma=0.5, codebook_scale=0.25,
+                               entropy_temperature=0.05, add_losses=False, name="my_lfq")),
+], ids=["FSQ", "LFQ"])
+def test_scalar_quantizers_config_round_trip(cls, kwargs):
+    layer = cls(**kwargs)
+    config = layer.get_config()
+    for key, value in kwargs.items():
+        assert config[key] == value, key
+    assert cls.from_config(config).get_config() == config
+    restored = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(restored) is cls
+    assert restored.get_config() == config
+
+
+def test_lfq_fit_with_plain_compile_commits_the_encoder():
+    # Through a zero decoder kernel only the layer's own losses (add_loss) move the encoder.
+    inputs = keras.Input((4, 4, D))
+    h = keras.layers.Dense(D, name="encoder")(inputs)
+    q = LookupFreeQuantizer(D, name="lfq")(h)
+    outputs = keras.layers.Dense(1, name="decoder", kernel_initializer="zeros")(q)
+    model = keras.Model(inputs, outputs)
+    model.compile(loss="mse")
+    kernel_before = model.get_layer("encoder").kernel.numpy().copy()
+    x, y = _data()
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert not np.array_equal(model.get_layer("encoder").kernel.numpy(), kernel_before)

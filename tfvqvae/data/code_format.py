@@ -17,7 +17,7 @@ them). File layout (one TFRecord file, or one shard):
       {"format": "tfvqvae-codes", "version": 1,
        "levels": ["top", "bottom"],
        "num_embeddings": {"top": 512, "bottom": 512},
-       "code_shapes": {"top": [8, 8], "bottom": [16, 16]},
+       "code_shapes": {"top": [8, 8], "bottom": [16, 16]},   # [h, w, Q]: depth Q
        "num_classes": 10,              # or null
        "num_records": 50000,
        "model_fingerprint": "3f2a...",
@@ -34,6 +34,16 @@ them). File layout (one TFRecord file, or one shard):
   ``int64_list`` feature ``codes/<level>`` with the h*w codes of that level
   flattened row-major, and an ``int64`` feature ``label`` (-1 when the
   dataset is unlabelled).
+
+Codes with a depth axis. A level whose model quantiser has a ``code_depth``
+Q (`tfvqvae.ResidualVectorQuantizer`, `tfvqvae.GroupedVectorQuantizer`) has
+Q codes per position: its ``code_shapes`` entry is ``[h, w, Q]`` and its
+feature holds the h*w*Q codes of the (h, w, Q) map flattened row-major (a
+position's Q codes next to each other, in depth order). The version stays 1:
+a file without such a level is byte for byte what earlier releases wrote
+(and still loads in them), and an earlier release refuses a file with one
+by its header ("code_shapes must give [h, w] per level") instead of
+misreading it.
 
 Reference: Razavi, van den Oord, Vinyals, "Generating Diverse High-Fidelity
 Images with VQ-VAE-2", NeurIPS 2019, https://arxiv.org/abs/1906.00446
@@ -100,23 +110,25 @@ def model_fingerprint(model):
     and the bytes (with shape and dtype) of every quantizer codebook, in the
     model's weight order. Two models of the same architecture trained
     differently have different codebooks and so different fingerprints; a
-    model saved and loaded again keeps its fingerprint.
+    model saved and loaded again keeps its fingerprint. A model without a
+    codebook (every level a `FiniteScalarQuantizer` or `LookupFreeQuantizer`,
+    whose codes depend on the encoder alone) hashes every weight instead.
 
     Args:
         model: a `VQVAE`, `VQVAE2` or any object with ``get_config()`` and
-            codebook weights (variables named ``codebook`` in ``weights``).
+            ``weights``.
 
     Returns:
         The first 16 hex digits of the sha256 digest.
 
     Raises:
-        ValueError: if ``model`` has no codebook weights.
+        ValueError: if ``model`` has no weights at all.
     """
-    codebooks = _codebooks(model)
+    codebooks = _codebooks(model) or list(getattr(model, "weights", ()))
     if not codebooks:
         raise ValueError(
-            f"Cannot fingerprint {type(model).__name__}: it has no codebook weights "
-            "(variables named 'codebook' in `model.weights`)."
+            f"Cannot fingerprint {type(model).__name__}: it has no weights "
+            "(build it, e.g. by calling it on a batch, first)."
         )
     digest = hashlib.sha256()
     digest.update(type(model).__name__.encode())
@@ -138,12 +150,17 @@ def expected_metadata(model, image_size=None):
             included too.
 
     Returns:
-        A dict with ``levels``, ``num_embeddings``, ``model_fingerprint`` and,
-        with ``image_size``, ``code_shapes``.
+        A dict with ``levels``, ``num_embeddings``, ``code_depths`` ({level: Q
+        or None}: the model's ``level_code_depths``; all None for a model
+        without that attribute), ``model_fingerprint`` and, with
+        ``image_size``, ``code_shapes`` ((h, w), or (h, w, Q) for a level with
+        a depth axis).
     """
+    depths = getattr(model, "level_code_depths", None) or {}
     expect = {
         "levels": tuple(model.levels),
         "num_embeddings": dict(model.level_num_embeddings),
+        "code_depths": {level: depths.get(level) for level in model.levels},
         "model_fingerprint": model_fingerprint(model),
     }
     if image_size is not None:
@@ -153,12 +170,16 @@ def expected_metadata(model, image_size=None):
 
 # ---------------------------------------------------------------------- header
 def _normalize_metadata(metadata):
-    """JSON header -> the dict handed out: levels a tuple, code shapes tuples."""
+    """JSON header -> the dict handed out: levels a tuple, code shapes tuples, and the
+    derived ``code_depths`` {level: Q or None} (the third entry of a level's shape)."""
     metadata = dict(metadata)
     metadata["levels"] = tuple(metadata["levels"])
     metadata["num_embeddings"] = {k: int(v) for k, v in metadata["num_embeddings"].items()}
     metadata["code_shapes"] = {
         k: tuple(int(s) for s in v) for k, v in metadata["code_shapes"].items()
+    }
+    metadata["code_depths"] = {
+        k: (v[2] if len(v) == 3 else None) for k, v in metadata["code_shapes"].items()
     }
     return metadata
 
@@ -197,11 +218,12 @@ def _check_header(path, metadata):
         not isinstance(shapes, dict)
         or set(shapes) != set(levels)
         or not all(
-            isinstance(s, list) and len(s) == 2 and all(is_int(d, 1) for d in s)
+            isinstance(s, list) and len(s) in (2, 3) and all(is_int(d, 1) for d in s)
             for s in shapes.values()
         )
     ):
-        raise bad(f"code_shapes must give [h, w] per level; received {shapes!r}")
+        raise bad(f"code_shapes must give [h, w] (or [h, w, Q]: Q codes per position) per "
+                  f"level; received {shapes!r}")
     if not is_int(metadata.get("num_records"), 0):
         raise bad(f"num_records must be a count; received {metadata.get('num_records')!r}")
     num_classes = metadata.get("num_classes")
@@ -233,7 +255,8 @@ def _header_example(metadata):
 
 # ----------------------------------------------------------------------- records
 def _record_example(codes, label):
-    """One image's record: ``codes`` {level: h*w ints, row-major}, ``label`` (-1: none)."""
+    """One image's record: ``codes`` {level: h*w (or h*w*Q) ints, row-major}, ``label``
+    (-1: none)."""
     feature = {
         _feature_name(level): tf.train.Feature(int64_list=tf.train.Int64List(value=values))
         for level, values in codes.items()
@@ -332,11 +355,13 @@ def _serialize_records(codes, labels):
 
 
 def _parser(metadata):
-    """A function parsing a batch of serialized records into {level: (B, h, w), label: (B,)}."""
-    shapes = metadata["code_shapes"]
+    """A function parsing a batch of serialized records into {level: (B, *shape), label: (B,)}
+    (shape (h, w), or (h, w, Q) for a level with a depth axis)."""
+    shapes = {level: tuple(int(s) for s in shape)
+              for level, shape in metadata["code_shapes"].items()}
     spec = {
-        _feature_name(level): tf.io.FixedLenFeature([h * w], tf.int64)
-        for level, (h, w) in shapes.items()
+        _feature_name(level): tf.io.FixedLenFeature([int(np.prod(shape))], tf.int64)
+        for level, shape in shapes.items()
     }
     spec[_LABEL] = tf.io.FixedLenFeature([], tf.int64)
 
@@ -344,9 +369,9 @@ def _parser(metadata):
         parsed = tf.io.parse_example(serialized, spec)
         out = {}
         for level in metadata["levels"]:
-            h, w = shapes[level]
-            # (B, h*w) -> (B, h, w)
-            out[level] = tf.reshape(tf.cast(parsed[_feature_name(level)], tf.int32), [-1, h, w])
+            # (B, h*w[*Q]) -> (B, h, w[, Q]), row-major
+            out[level] = tf.reshape(tf.cast(parsed[_feature_name(level)], tf.int32),
+                                    [-1, *shapes[level]])
         out[_LABEL] = tf.cast(parsed[_LABEL], tf.int32)
         return out
 

@@ -193,11 +193,14 @@ def temporary_files(base):
 
 # ------------------------------------------------------------------------ size
 def estimated_record_bytes(code_shapes, num_embeddings):
-    """Bytes of one serialized record, about: each code a varint of its level's K - 1."""
+    """Bytes of one serialized record, about: each code a varint of its level's K - 1.
+
+    ``code_shapes`` gives (h, w), or (h, w, Q) for a level with a depth axis.
+    """
     size = 32  # the Example, the label and their framing
-    for level, (h, w) in code_shapes.items():
+    for level, shape in code_shapes.items():
         code_bytes = max(1, math.ceil(max(1, int(num_embeddings[level]) - 1).bit_length() / 7))
-        size += 24 + len(level) + h * w * code_bytes
+        size += 24 + len(level) + math.prod(int(s) for s in shape) * code_bytes
     return size
 
 
@@ -210,7 +213,8 @@ def default_num_shards(num_records, code_shapes, num_embeddings, shard_bytes=SHA
 
     Args:
         num_records: records to write.
-        code_shapes: ``{level: (h, w)}``.
+        code_shapes: ``{level: (h, w)}`` (``(h, w, Q)`` for a level with a
+            depth axis).
         num_embeddings: ``{level: K}``.
         shard_bytes: the target shard size in bytes.
 

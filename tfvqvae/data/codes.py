@@ -4,10 +4,10 @@ Algorithm 2 of VQ-VAE-2 (lines 1-7) encodes the training set once with the
 trained VQ-VAE and fits the priors to the resulting code maps. This module
 writes and reads those code maps:
 
-    model --encode_levels--> {level: int32 (B, h, w)}
+    model --encode_levels--> {level: int32 (B, h, w) or (B, h, w, Q)}
           --write_codes--> codes-00000-of-000NN.tfrecord, codes-00001-of-000NN.tfrecord, ...
     codes.tfrecord (the base path)
-          --load_codes--> tf.data.Dataset of {level: int32 (h, w), "label": int32}
+          --load_codes--> tf.data.Dataset of {level: int32 (h, w) or (h, w, Q), "label": int32}
 
 A split's codes are a set of shards beside a base path (``codes.tfrecord`` ->
 ``codes-00000-of-00004.tfrecord`` ...; names and the parallel writer in
@@ -19,8 +19,13 @@ complete, so no half-written file ever carries a final name. The record
 layout, the header checks and the model fingerprint live in
 `tfvqvae.data.code_format`; their public names are re-exported here.
 
+A level whose quantiser codes each position with Q indices (a depth axis:
+`tfvqvae.ResidualVectorQuantizer`, `tfvqvae.GroupedVectorQuantizer`) is
+stored with its shape (h, w, Q) (`tfvqvae.data.code_format`); every other
+level as (h, w), exactly as before.
+
 Readers check every header against what they expect (levels, codebook
-sizes, code-map shapes, the fingerprint of the model that wrote it), that the
+sizes, code depths, code-map shapes, the fingerprint of the model that wrote it), that the
 shards of a set agree and none is missing, and that every file is complete
 before handing out a dataset, so a file from another model, a code map of
 the wrong shape, a missing or truncated shard fails at once with a message
@@ -65,7 +70,8 @@ __all__ = [
     "write_codes",
 ]
 
-_EXPECTABLE = ("levels", "num_embeddings", "code_shapes", "model_fingerprint", "num_classes")
+_EXPECTABLE = ("levels", "num_embeddings", "code_depths", "code_shapes", "model_fingerprint",
+               "num_classes")
 # Records parsed per step when verifying and streaming a file.
 _PARSE_BATCH = 512
 # Shards verified at once by `load_codes`.
@@ -165,8 +171,11 @@ def read_code_metadata(path):
 
     Returns:
         The header dict (see `tfvqvae.data.code_format`), with ``levels`` as a
-        tuple and each ``code_shapes`` entry as an ``(h, w)`` tuple, so they
-        compare equal to ``model.levels`` and ``model.code_shapes(...)``;
+        tuple and each ``code_shapes`` entry as an ``(h, w)`` (or, for a
+        level with a depth axis, ``(h, w, Q)``) tuple, so they compare equal
+        to ``model.levels`` and ``model.code_shapes(...)``; ``code_depths``
+        ({level: Q or None}, from ``code_shapes``: equal to
+        ``model.level_code_depths``);
         ``num_records`` is the set's total and ``num_shards`` its number of
         files (1 for a single file); no ``shard_index`` / ``total_records``.
 
@@ -201,7 +210,8 @@ def write_codes(path, model, dataset, batch_size=256, image_size=None, source=No
         path: the set's base path (conventionally ``*.tfrecord``, e.g.
             `tfvqvae.run_folder.code_file`): ``codes.tfrecord`` gives
             ``codes-00000-of-000SS.tfrecord``, ... Files of it are replaced.
-        model: a trained model with the levels API (`VQVAE`, `VQVAE2`).
+        model: a trained model with the levels API (`VQVAE`, `VQVAE2`,
+            `HierarchicalVQVAE`; levels with a depth axis included).
         dataset: an `ImageDataset`.
         batch_size: images per encoding step. Defaults to 256.
         image_size: ``(H, W)`` or an int: resize the images to it first (as
@@ -286,7 +296,8 @@ def write_codes(path, model, dataset, batch_size=256, image_size=None, source=No
                         f"model.encode_levels gave {level!r} codes in [{low}, {high}], "
                         f"outside [0, {num_embeddings[level]})"
                     )
-                flat[level] = array.reshape(count, -1)  # (B, h, w) -> (B, h*w), row-major
+                # (B, h, w[, Q]) -> (B, h*w[*Q]), row-major
+                flat[level] = array.reshape(count, -1)
             writer.add(flat, np.asarray(labels) if labels is not None else np.full(count, -1))
         if writer.written != len(dataset):
             raise ValueError(
@@ -316,11 +327,16 @@ def _check_expect(path, metadata, expect):
         if key == "levels":
             if tuple(wanted) != found:
                 raise mismatch(key, tuple(wanted), found)
-        elif key in ("num_embeddings", "code_shapes"):
+        elif key in ("num_embeddings", "code_depths", "code_shapes"):
             # Only the levels named in `expect` are compared: a prior of one
             # level need not know the others.
             for level, value in dict(wanted).items():
-                value = int(value) if key == "num_embeddings" else tuple(int(s) for s in value)
+                if key == "num_embeddings":
+                    value = int(value)
+                elif key == "code_depths":
+                    value = None if value is None else int(value)
+                else:
+                    value = tuple(int(s) for s in value)
                 if level not in found:
                     raise mismatch(f"{key}[{level!r}]", value, "no such level")
                 if found[level] != value:
@@ -396,15 +412,16 @@ def load_codes(path, expect=None):
             ``codes/codes-train.tfrecord``, also the single file of the
             earlier layout), any shard of a set, or a glob pattern.
         expect: optional dict with any of ``levels``, ``num_embeddings``
-            ({level: K}), ``code_shapes`` ({level: (h, w)}),
+            ({level: K}), ``code_depths`` ({level: Q or None}),
+            ``code_shapes`` ({level: (h, w) or (h, w, Q)}),
             ``model_fingerprint`` and ``num_classes``; `expected_metadata`
-            builds one from a model. For ``num_embeddings`` and
-            ``code_shapes`` only the levels given are compared.
+            builds one from a model. For ``num_embeddings``, ``code_depths``
+            and ``code_shapes`` only the levels given are compared.
 
     Returns:
         ``(dataset, metadata)``: ``dataset`` yields, unbatched, in shard order
         and file order within a shard (the order written: the dataset's),
-        dicts ``{level: int32 (h, w), ..., "label": int32 ()}`` (label -1
+        dicts ``{level: int32 (h, w) or (h, w, Q), ..., "label": int32 ()}`` (label -1
         for unlabelled images), and knows its cardinality; ``metadata`` is
         what `read_code_metadata` returns.
 

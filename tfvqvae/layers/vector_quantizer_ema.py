@@ -31,6 +31,16 @@ a diverged encoder), the step leaves N, m and the codebook untouched: a flag
 is all-reduced so that every replica skips together. The model's train step
 then skips its gradient update too (`tfvqvae.models.autoencoder`).
 
+`VectorQuantizer`'s options apply as they are (its module docstring): with
+``codebook_dim=C`` the statistics are kept for the projected vectors x = P z_e
+(m is (K, C)) while P and the out-projection learn by gradient (they are
+this layer's only trainable weights); with ``use_cosine_similarity`` the
+statistics average the l2-normalised vectors x / ‖x‖, so e_i = m_i / Ñ_i is
+the (unnormalised) running mean of the unit vectors assigned to code i and
+the search and ``lookup`` use its direction e_i / ‖e_i‖: an EMA of
+spherical k-means, with the weight left unnormalised so that e = m / Ñ
+still holds; ``gradient="rotation"`` changes only the gradient.
+
 Reference: van den Oord, Vinyals, Kavukcuoglu, "Neural Discrete Representation
 Learning", NeurIPS 2017, appendix A.1, https://arxiv.org/abs/1711.00937
 """
@@ -51,7 +61,8 @@ class VectorQuantizerEMA(VectorQuantizer):
 
     Args:
         num_embeddings: K, the number of codes.
-        embedding_dim: D, the size of each code.
+        embedding_dim: D, the size of the inputs' last axis (and of each code
+            unless ``codebook_dim`` is given).
         commitment_cost: β ≥ 0, weight of the commitment loss. Defaults to 1.0
             (`DEFAULT_COMMITMENT_COST`).
         decay: γ in (0, 1), the EMA decay. Defaults to 0.8 (Sonnet's 0.99
@@ -60,8 +71,10 @@ class VectorQuantizerEMA(VectorQuantizer):
         epsilon: ε > 0 of the Laplace smoothing. Defaults to 1e-5.
         **kwargs: the remaining `VectorQuantizer` arguments
             (``embeddings_initializer``, ``kmeans_init``, ``kmeans_iterations``,
-            ``restart_unused_after``, ``add_losses``, ``seed``) and base layer
-            arguments. ``codebook_cost`` is refused: there is no codebook loss.
+            ``restart_unused_after``, ``add_losses``, ``seed``,
+            ``use_cosine_similarity``, ``codebook_dim``, ``gradient``) and
+            base layer arguments. ``codebook_cost`` is refused: there is no
+            codebook loss.
 
     Call arguments:
         inputs: float tensor (..., D).
@@ -123,7 +136,7 @@ class VectorQuantizerEMA(VectorQuantizer):
         # m_i = N_i e_i = e_i: the EMA state reproduces the initial codebook.
         self.ema_embedding_sum = self.add_statistic(
             "ema_embedding_sum",
-            (self.num_embeddings, self.embedding_dim),
+            (self.num_embeddings, self.codebook_dim),
             lambda shape, dtype=None: tf.identity(self.codebook),
         )
 

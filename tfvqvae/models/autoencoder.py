@@ -8,15 +8,28 @@ builds its networks and quantisers in ``__init__``, then calls
 
 * ``_level_quantizers()`` → {level: quantiser}, top level first;
 * ``_level_factors()`` → {level: image size / code-map size};
-* ``_encode_codes(images)`` → int32 code maps, a tuple top first;
+* ``_encode_codes(images)`` → int32 code maps, a tuple top first
+  ((batch, h, w), or (batch, h, w, Q) for a level whose quantiser has a
+  ``code_depth`` Q);
 * ``_decode_codes(codes)`` → float32 images from such a tuple;
 * ``_reconstruct(images, training)`` → (float32 reconstruction,
   {level: `QuantizerOutput`});
 * ``size_multiple``: what image height and width must be divisible by.
 
 The levels API is defined here once, from those: ``levels``,
-``level_num_embeddings``, ``code_shapes``, ``encode_levels`` and
-``decode_levels`` (what code extraction, priors, samplers and exporters use).
+``level_num_embeddings``, ``level_code_depths``, ``code_shapes``,
+``encode_levels`` and ``decode_levels`` (what code extraction, priors,
+samplers and exporters use).
+
+Codes with a depth axis. A level whose quantiser has a ``code_depth`` Q
+(`ResidualVectorQuantizer`: Q stages; `GroupedVectorQuantizer`: Q heads)
+codes each position of its map with Q indices in [0, K): its code maps are
+int32 (batch, h, w, Q), ``code_shapes`` gives (h, w, Q) and
+``level_code_depths`` Q. Every other level (`VectorQuantizer`,
+`VectorQuantizerEMA`, `FiniteScalarQuantizer`, `LookupFreeQuantizer`) has
+maps (batch, h, w), shape (h, w) and depth None. The quantised latents of a
+depth level (its ``lookup``: D-vectors) feed the levels below and the
+decoder exactly as a scalar level's do.
 
 Objective per batch (images x in [0, 1], reconstruction x̂):
 
@@ -50,10 +63,20 @@ nothing to the epoch's metrics; `tfvqvae.training.checkpoints.StopOnNonFinite`
 turns the flag into an error that names the step.
 
 Metrics: ``loss``, ``mse`` and, per level, ``commitment_loss``,
-``codebook_loss`` (gradient quantisers only), ``perplexity`` (per batch),
+``codebook_loss`` (gradient quantisers only; for `LookupFreeQuantizer` its
+entropy penalty), ``perplexity`` (per batch),
 ``usage`` (% of codes used in the epoch) and ``dead_codes``; prefixed with
 the level's name and ``_`` (``top_``, ``bottom_``, …) when there is more
 than one level. Epoch values are means per image.
+
+For a depth level (Q codebooks of K codes, counts (Q, K)): ``perplexity`` is
+the quantiser's own, the mean over the Q stages / heads of each one's
+perplexity; ``usage`` and ``dead_codes`` are the means over the Q codebooks
+of each codebook's usage and dead codes (`CodebookUsage` with
+``num_codebooks=Q``: usage = 100 · Σ_q used_q / (Q K), dead = K − Σ_q used_q / Q,
+so usage = 100 (K − dead) / K as for a scalar level). With a shared codebook
+(one (K, D) codebook for every stage) the counts are pooled over the stages
+first: a code is used when any stage chose it.
 """
 
 import keras
@@ -61,6 +84,10 @@ import tensorflow as tf
 
 from tfvqvae.distribute import multi_worker_logs
 from tfvqvae.layers.cross_replica import sum_across_replicas
+from tfvqvae.layers.finite_scalar_quantizer import FiniteScalarQuantizer
+from tfvqvae.layers.grouped_vector_quantizer import GroupedVectorQuantizer
+from tfvqvae.layers.lookup_free_quantizer import LookupFreeQuantizer
+from tfvqvae.layers.residual_vector_quantizer import ResidualVectorQuantizer
 from tfvqvae.layers.vector_quantizer import VectorQuantizer
 from tfvqvae.models.dtype_config import from_config_with_policy
 from tfvqvae.layers.vector_quantizer_ema import VectorQuantizerEMA
@@ -78,11 +105,31 @@ def unpack_images(data):
     return x
 
 
+# The quantiser classes a model accepts (`VectorQuantizerEMA` is a
+# `VectorQuantizer`). Each has ``num_embeddings``, ``embedding_dim``,
+# ``quantize_with_losses``, ``indices`` and ``lookup``; the depth quantisers
+# also ``code_depth`` (their codes carry a trailing axis of that size).
+QUANTIZER_CLASSES = (VectorQuantizer, FiniteScalarQuantizer, LookupFreeQuantizer,
+                     ResidualVectorQuantizer, GroupedVectorQuantizer)
+
+
+def code_depth(quantizer):
+    """Q of a quantiser whose codes have a trailing depth axis, or None (scalar codes)."""
+    depth = getattr(quantizer, "code_depth", None)
+    return None if depth is None else int(depth)
+
+
 def quantizer_argument(name, value, seed=0, dtype=None):
     """A quantiser from an instance, its serialized config, or None (the default EMA one).
 
     ``dtype`` is the dtype policy of a default quantiser (the model's);
     an instance or a config keeps its own.
+
+    Raises:
+        TypeError: ``value`` (or what its config deserializes to) is not a
+            `VectorQuantizer`, `VectorQuantizerEMA`, `FiniteScalarQuantizer`,
+            `LookupFreeQuantizer`, `ResidualVectorQuantizer` or
+            `GroupedVectorQuantizer`.
     """
     if value is None:
         value = VectorQuantizerEMA(
@@ -90,10 +137,11 @@ def quantizer_argument(name, value, seed=0, dtype=None):
         )
     elif isinstance(value, dict):
         value = keras.layers.deserialize(value)
-    if not isinstance(value, VectorQuantizer):
+    if not isinstance(value, QUANTIZER_CLASSES):
         raise TypeError(
-            f"`{name}` must be a tfvqvae VectorQuantizer or VectorQuantizerEMA. "
-            f"Received: {name}={value!r}"
+            f"`{name}` must be a tfvqvae VectorQuantizer, VectorQuantizerEMA, "
+            "FiniteScalarQuantizer, LookupFreeQuantizer, ResidualVectorQuantizer or "
+            f"GroupedVectorQuantizer. Received: {name}={value!r}"
         )
     if not value.built:
         value.build((None, None, None, value.embedding_dim))
@@ -271,7 +319,9 @@ class QuantizedAutoencoder(keras.Model):
         for level, quantizer in quantizers.items():
             prefix = self._prefix[level]
             names.append(f"{prefix}commitment_loss")
-            if quantizer.trainable_weights:  # the EMA quantizer has no codebook term
+            # The EMA and FSQ quantizers have no codebook term; LFQ's is its
+            # entropy penalty.
+            if quantizer.trainable_weights or isinstance(quantizer, LookupFreeQuantizer):
                 names.append(f"{prefix}codebook_loss")
             names.append(f"{prefix}perplexity")
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
@@ -279,9 +329,29 @@ class QuantizedAutoencoder(keras.Model):
             level: CodebookUsage(
                 quantizer.num_embeddings, prefix=self._prefix[level],
                 name=f"{self._prefix[level]}codebook_usage",
+                num_codebooks=self._usage_codebooks(quantizer),
             )
             for level, quantizer in quantizers.items()
         }
+
+    @staticmethod
+    def _usage_codebooks(quantizer):
+        """``num_codebooks`` of a level's `CodebookUsage`: None for scalar codes and for
+        a depth quantiser with one shared codebook (its counts are pooled), else Q."""
+        depth = code_depth(quantizer)
+        if depth is None or getattr(quantizer, "shared_codebook", False):
+            return None
+        return depth
+
+    def _usage_counts(self, level, counts):
+        """A level's counts as its `CodebookUsage` takes them: (K,), or (Q, K) per codebook.
+
+        A shared codebook's (Q, K) stage counts are summed into (K,).
+        """
+        quantizer = self._level_quantizers()[level]
+        if code_depth(quantizer) is not None and self._usage_codebooks(quantizer) is None:
+            return tf.reduce_sum(counts, axis=0)
+        return counts
 
     # ------------------------------------------------------------ checks
     def _check_images(self, images):
@@ -316,16 +386,31 @@ class QuantizedAutoencoder(keras.Model):
         return images
 
     @staticmethod
-    def _check_codes(codes, name="codes"):
+    def _check_codes(codes, name="codes", depth=None):
+        """``codes`` as an integer tensor of rank 3, or of rank 4 with a last axis of ``depth``.
+
+        Raises:
+            TypeError: non-integer codes.
+            ValueError: a rank other than 3 (``depth`` None), or other than 4
+                or a last axis other than ``depth``.
+        """
         codes = tf.convert_to_tensor(codes)
         if not codes.dtype.is_integer:
             raise TypeError(
                 f"Codes must be integers. Received: {name} with dtype={codes.dtype.name}"
             )
-        if codes.shape.rank != 3:
+        shape = tuple(codes.shape)
+        if depth is None:
+            if codes.shape.rank != 3:
+                raise ValueError(
+                    "Codes must have shape (batch, height, width). "
+                    f"Received: {name} with shape={shape}"
+                )
+        elif codes.shape.rank != 4 or shape[-1] != depth:
             raise ValueError(
-                "Codes must have shape (batch, height, width). "
-                f"Received: {name} with shape={tuple(codes.shape)}"
+                f"Codes of a level with a depth axis must have shape (batch, height, width, "
+                f"{depth}): {depth} codes per position (the quantiser's code_depth). "
+                f"Received: {name} with shape={shape}"
             )
         return codes
 
@@ -343,19 +428,39 @@ class QuantizedAutoencoder(keras.Model):
 
     @property
     def level_num_embeddings(self):
-        """{level: K} of each code level."""
+        """{level: K} of each code level (K per stage / head for a depth level)."""
         return {level: q.num_embeddings for level, q in self._level_quantizers().items()}
 
+    @property
+    def level_code_depths(self):
+        """{level: Q or None}, top first: Q, the codes per position of a level whose
+        quantiser has a ``code_depth`` (`ResidualVectorQuantizer`,
+        `GroupedVectorQuantizer`), None for a level of one code per position."""
+        return {level: code_depth(q) for level, q in self._level_quantizers().items()}
+
     def code_shapes(self, image_size):
-        """{level: (h, w)} of the code maps for images of ``image_size`` (H, W), top first."""
+        """{level: shape of one image's code map} for images of ``image_size`` (H, W), top first.
+
+        The shape is (h, w), or (h, w, Q) for a level with a depth axis
+        (``level_code_depths``): a tuple of ints.
+        """
         height, width = image_size
+        depths = self.level_code_depths
         return {
             level: (height // factor, width // factor)
+            + (() if depths[level] is None else (depths[level],))
             for level, factor in self._level_factors().items()
         }
 
+    def _check_level_codes(self, level, codes, name=None):
+        """One level's codes checked for dtype and rank (and depth): `_check_codes`."""
+        return self._check_codes(codes, name or f"{level}_codes", self.level_code_depths[level])
+
     def encode_levels(self, images):
         """{level: int32 code map} of ``images``, top first.
+
+        A map is (batch, h, w), or (batch, h, w, Q) for a level with a depth
+        axis (``code_shapes`` gives the shape after the batch axis).
 
         Raises:
             TypeError: non-float images.
@@ -372,12 +477,16 @@ class QuantizedAutoencoder(keras.Model):
         return dict(zip(self.levels, self._encode_codes(images)))
 
     def decode_levels(self, codes):
-        """float32 images from ``{level: integer code map}`` (every level).
+        """float32 images (batch, H, W, image_channels) from ``{level: integer code map}``.
+
+        Every level's map is (batch, h, w), or (batch, h, w, Q) for a level
+        with a depth axis (as ``encode_levels`` gives them), values in [0, K).
 
         Raises:
             KeyError: a level of the model is missing from ``codes``.
             TypeError: non-integer codes.
-            ValueError: a wrong rank or shape; in eager mode codes out of range.
+            ValueError: a wrong rank or shape (a missing or wrong depth axis
+                included); in eager mode codes out of range.
         """
         return self._decode_codes(tuple(codes[level] for level in self.levels))
 
@@ -404,7 +513,7 @@ class QuantizedAutoencoder(keras.Model):
             values[f"{prefix}commitment_loss"] = output.commitment_loss
             values[f"{prefix}codebook_loss"] = output.codebook_loss
             values[f"{prefix}perplexity"] = output.perplexity
-            counts = output.counts
+            counts = self._usage_counts(level, output.counts)
             if applied is not None:
                 counts = tf.where(applied, counts, tf.zeros_like(counts))
             self._usage[level].update_state(counts)

@@ -127,9 +127,13 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
         residual_channels: channels R inside each residual block. Defaults
             to 32.
         num_residual_layers: residual blocks per stack. Defaults to 2.
-        quantizers: a list of L `VectorQuantizer` / `VectorQuantizerEMA`
-            instances (or serialized configs, or None for a default), top
-            first, all different instances; or None. Defaults to
+        quantizers: a list of L quantiser instances (`VectorQuantizer`,
+            `VectorQuantizerEMA`, `FiniteScalarQuantizer`,
+            `LookupFreeQuantizer`, `ResidualVectorQuantizer`,
+            `GroupedVectorQuantizer`; or serialized configs, or None for a
+            default), top first, all different instances; or None. A
+            residual or grouped quantiser gives its level codes with a depth
+            axis (`tfvqvae.models.autoencoder`). Defaults to
             ``VectorQuantizerEMA(num_embeddings=512, embedding_dim=64,
             seed=k)`` for level k (top = 0), with the model's dtype policy.
         data_variance: the reconstruction term is divided by it. None
@@ -146,8 +150,8 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
             data_variance=0".
             Also ``quantizers`` that is not a list of ``num_levels`` entries,
             or holds one instance twice (each level has its own codebook).
-        TypeError: a ``quantizers`` entry that is not a `VectorQuantizer` /
-            `VectorQuantizerEMA` instance (or the serialized config of one).
+        TypeError: a ``quantizers`` entry that is not one of the quantisers
+            above (or the serialized config of one).
 
     Example:
 
@@ -267,11 +271,15 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
         return f"the top code map is the image divided by {self.size_multiple}"
 
     def _check_level_shapes(self, codes):
-        """Each map must have the batch size of the one above and twice its size."""
+        """Each map must have the batch size of the one above and twice its size.
+
+        Only (batch, height, width) are compared: a depth axis (checked per
+        level by `_check_codes`) may differ from level to level.
+        """
         for k in range(1, len(codes)):
             upper, lower = tuple(codes[k - 1].shape), tuple(codes[k].shape)
-            expected = (upper[0], *(None if s is None else 2 * s for s in upper[1:]))
-            for want, got in zip(expected, lower):
+            expected = (upper[0], *(None if s is None else 2 * s for s in upper[1:3]))
+            for want, got in zip(expected, lower[:3]):
                 if want is not None and got is not None and want != got:
                     above, level = self._names[k - 1], self._names[k]
                     raise ValueError(
@@ -328,6 +336,10 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
     def encode(self, images):
         """int32 code maps, a tuple top first: level k (top = 0) is (batch, H/2**(L+1−k), W/2**(L+1−k)).
 
+        A level whose quantiser has a ``code_depth`` Q has a trailing axis of
+        Q codes per position: (batch, h, w, Q). Its quantised latents (Q codes
+        looked up and combined into D-vectors) condition the levels below.
+
         Args:
             images: float (batch, H, W, image_channels) in [0, 1], H and W
                 divisible by 2**(L+1).
@@ -350,7 +362,8 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
         """float32 images from integer code maps, one per level, top first.
 
         Level k's values lie in [0, K_k); each map must have the batch size of
-        the one above it and exactly twice its height and width.
+        the one above it and exactly twice its height and width; a level
+        with a depth axis takes (batch, h, w, Q) maps (as `encode` gives).
 
         Raises:
             TypeError: not one map per level, or non-integer codes.
@@ -365,9 +378,7 @@ class HierarchicalVQVAE(QuantizedAutoencoder):
                 f"{caller} takes {len(self._names)} code maps ({', '.join(self._names)}), "
                 f"top first. Received: {len(codes)}"
             )
-        codes = [
-            self._check_codes(c, f"{level}_codes") for level, c in zip(self._names, codes)
-        ]
+        codes = [self._check_level_codes(level, c) for level, c in zip(self._names, codes)]
         self._check_level_shapes(codes)
         return [
             self._network("quantizer", level).lookup(c) for level, c in zip(self._names, codes)

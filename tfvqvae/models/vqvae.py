@@ -54,8 +54,11 @@ class VQVAE(QuantizedAutoencoder):
         num_residual_layers: residual blocks per stack. Defaults to 2.
         num_downsamples: stride-2 convolutions n; the code map is the image
             divided by 2**n. Defaults to 2.
-        quantizer: a `VectorQuantizer` / `VectorQuantizerEMA` instance (or
-            its serialized config). Defaults to
+        quantizer: a `VectorQuantizer`, `VectorQuantizerEMA`,
+            `FiniteScalarQuantizer`, `LookupFreeQuantizer`,
+            `ResidualVectorQuantizer` or `GroupedVectorQuantizer` instance (or
+            its serialized config); the last two give codes with a depth axis
+            (module `tfvqvae.models.autoencoder`). Defaults to
             ``VectorQuantizerEMA(num_embeddings=512, embedding_dim=64)``.
         data_variance: the reconstruction term is divided by it (Sonnet's
             normalised MSE when set to the training pixels' variance).
@@ -70,11 +73,12 @@ class VQVAE(QuantizedAutoencoder):
             ``data_variance`` that is neither None nor a finite number > 0; e.g.
             "`data_variance` must be a finite number > 0. Received:
             data_variance=0".
-        TypeError: a ``quantizer`` that is not a `VectorQuantizer` /
-            `VectorQuantizerEMA` instance (or the serialized config of one).
+        TypeError: a ``quantizer`` that is not one of the quantisers above
+            (or the serialized config of one).
 
     Levels API (shared with `HierarchicalVQVAE`): one level, ``"top"``;
-    ``encode_levels(x)`` is ``{"top": encode(x)}``.
+    ``encode_levels(x)`` is ``{"top": encode(x)}``; ``level_code_depths`` is
+    ``{"top": Q}`` for a depth quantiser, ``{"top": None}`` otherwise.
 
     Example:
 
@@ -158,6 +162,9 @@ class VQVAE(QuantizedAutoencoder):
     def encode(self, images):
         """int32 code map (batch, height / 2**n, width / 2**n) of ``images``.
 
+        With a quantiser that has a ``code_depth`` Q (`ResidualVectorQuantizer`,
+        `GroupedVectorQuantizer`): (batch, height / 2**n, width / 2**n, Q).
+
         Args:
             images: float (batch, height, width, image_channels) in [0, 1].
 
@@ -170,16 +177,19 @@ class VQVAE(QuantizedAutoencoder):
         return self.quantizer.indices(z_e)
 
     def decode(self, codes):
-        """float32 images from an integer code map with values in [0, K).
+        """float32 images (batch, h · 2**n, w · 2**n, image_channels) from an integer
+        code map with values in [0, K).
 
         Args:
-            codes: int (batch, h, w).
+            codes: int (batch, h, w); (batch, h, w, Q) when the quantiser has
+                a ``code_depth`` Q.
 
         Raises:
             TypeError: non-integer codes.
-            ValueError: a rank other than 3; in eager mode codes out of range.
+            ValueError: a rank other than 3 (4 with a depth axis), a last axis
+                other than Q; in eager mode codes out of range.
         """
-        latents = self.quantizer.lookup(self._check_codes(codes))
+        latents = self.quantizer.lookup(self._check_level_codes("top", codes, "codes"))
         return tf.cast(self.decoder(latents, training=False), tf.float32)
 
     def _encode_codes(self, images):

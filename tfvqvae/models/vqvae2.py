@@ -74,8 +74,10 @@ class VQVAE2(HierarchicalVQVAE):
         residual_channels: channels R inside each residual block. Defaults
             to 32.
         num_residual_layers: residual blocks per stack. Defaults to 2.
-        top_quantizer: a `VectorQuantizer` / `VectorQuantizerEMA` instance (or
-            its serialized config) for the /8 map. Defaults to
+        top_quantizer: a quantiser instance (any of `HierarchicalVQVAE`'s:
+            a `ResidualVectorQuantizer` or `GroupedVectorQuantizer` gives the
+            level codes with a depth axis) or its serialized config, for the
+            /8 map. Defaults to
             ``VectorQuantizerEMA(num_embeddings=512, embedding_dim=64)``.
         bottom_quantizer: the same for the /4 map; must be another instance
             than ``top_quantizer``. Same default.
@@ -94,8 +96,8 @@ class VQVAE2(HierarchicalVQVAE):
             data_variance=0".
             Also ``top_quantizer`` and ``bottom_quantizer`` being the same
             instance.
-        TypeError: a ``top_quantizer`` or ``bottom_quantizer`` that is not a `VectorQuantizer` /
-            `VectorQuantizerEMA` instance (or the serialized config of one).
+        TypeError: a ``top_quantizer`` or ``bottom_quantizer`` that is not a
+            quantiser `HierarchicalVQVAE` takes (or the serialized config of one).
 
     Example:
 
@@ -146,8 +148,9 @@ class VQVAE2(HierarchicalVQVAE):
         The bottom map must be exactly twice the top map's height and width.
 
         Args:
-            top_codes: int (batch, H/8, W/8).
-            bottom_codes: int (batch, H/4, W/4).
+            top_codes: int (batch, H/8, W/8), or (batch, H/8, W/8, Q_top) when
+                the top quantiser has a ``code_depth``.
+            bottom_codes: int (batch, H/4, W/4), or (batch, H/4, W/4, Q_bottom).
 
         Raises:
             TypeError: non-integer codes.

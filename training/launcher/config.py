@@ -15,6 +15,18 @@ import types
 
 DEFAULT_DATASET = "digits"  # tfvqvae.data.DEFAULT_DATASET; a test checks they agree
 MODELS = ("vqvae", "vqvae2", "hierarchical")  # TrainConfig.model
+# TrainConfig.quantizer: the layer each choice builds (`tfvqvae.training.train.build_quantizer`).
+QUANTIZERS = ("ema", "vq", "fsq", "lfq", "rvq", "grouped")
+# Quantisers whose codes carry a depth axis (Q codes per position).
+DEPTH_QUANTIZERS = ("rvq", "grouped")
+# Quantisers with a codebook and its settings (k-means, restarts, decay, codebook cost).
+STAGE_QUANTIZERS = ("ema", "vq")  # TrainConfig.stage_quantizer
+# LookupFreeQuantizer's defaults and limit (tfvqvae.layers.lookup_free_quantizer; a
+# test checks they agree).
+LFQ_ENTROPY_COST = 0.1
+LFQ_MAX_BITS = 30
+# FiniteScalarQuantizer's limit on K = Π levels (codes are int32).
+FSQ_MAX_CODES = 2**31 - 1
 
 # A code level's name becomes part of a folder name (RUN/prior-<level>):
 # letters, digits and "_" only (`tfvqvae.models.level_names` gives top,
@@ -183,6 +195,10 @@ class _Config:
             raise ValueError(message) from None
 
 
+DEFAULT_NUM_EMBEDDINGS = 512  # TrainConfig.num_embeddings
+DEFAULT_EMBEDDING_DIM = 64  # TrainConfig.embedding_dim
+
+
 @dataclasses.dataclass
 class TrainConfig(_Config):
     """Everything ``tfvqvae train`` needs; saved as ``OUT/config.json``.
@@ -204,6 +220,23 @@ class TrainConfig(_Config):
     settings. ``levels`` is required with "hierarchical" and refused with
     the other models (they fix their number of levels: 1 and 2); there is no
     default, so that ``--model hierarchical`` never silently picks a depth.
+
+    ``quantizer`` picks every level's quantiser (`QUANTIZERS`): "ema" / "vq"
+    (`VectorQuantizerEMA` / `VectorQuantizer`), "fsq"
+    (`FiniteScalarQuantizer` of ``fsq_levels``, which fix K = Π levels and
+    D = their count), "lfq" (`LookupFreeQuantizer`: K = 2**D; D is
+    ``embedding_dim`` when it is not the default 64, else log2
+    ``num_embeddings``, which must be a power of two), "rvq"
+    (`ResidualVectorQuantizer` of ``num_quantizers`` stages) and "grouped"
+    (`GroupedVectorQuantizer` of ``num_groups`` heads). The last two code
+    each position with Q indices (``code_depth``); their stages / heads are
+    ``stage_quantizer`` ("ema" or "vq"). An option of one quantiser given
+    with another (``fsq_levels``, ``lfq_entropy_cost``, ``num_quantizers``,
+    ``quantizer_dropout``, ``num_groups``, ``stage_quantizer``,
+    ``shared_codebook``), a ``codebook_cost`` where there is no codebook
+    loss, and a ``num_embeddings`` / ``embedding_dim`` that contradicts fsq's
+    levels or lfq's bits are refused (ValueError naming the option and its
+    value); fsq and lfq store the K and D they give.
     """
 
     out: str = option("runs/vqvae", "output folder (with --preset: runs/PRESET)")
@@ -237,15 +270,42 @@ class TrainConfig(_Config):
     levels: int | None = option(None, "number of code levels L of --model hierarchical "
                                 "(required with it, refused otherwise): 3 gives top, middle, "
                                 "bottom", positive=True)
-    quantizer: str = option("ema", "codebook update: ema (moving averages) or vq (gradients)",
-                            choices=("ema", "vq"))
-    num_embeddings: int = option(512, "codebook size K (per level)", positive=True)
-    embedding_dim: int = option(64, "code vector size D", positive=True)
-    commitment_cost: float = option(1.0, "weight beta of the commitment loss",
+    quantizer: str = option("ema", "quantizer of every level: ema (codebook updated by moving "
+                            "averages), vq (by gradients), fsq (finite scalar quantization, "
+                            "--fsq-levels), lfq (lookup-free: K = 2**D codes of D bits), rvq "
+                            "(residual VQ: --num-quantizers stages) or grouped (--num-groups "
+                            "heads of D/H channels); rvq and grouped give several codes per "
+                            "position", choices=QUANTIZERS)
+    num_embeddings: int = option(DEFAULT_NUM_EMBEDDINGS, "codebook size K (per level; per stage or head of rvq and "
+                                 "grouped; fsq: the product of --fsq-levels; lfq: 2**D)",
+                                 positive=True)
+    embedding_dim: int = option(DEFAULT_EMBEDDING_DIM, "code vector size D (fsq: the number of --fsq-levels; lfq: "
+                                "log2 K unless given)", positive=True)
+    fsq_levels: str | None = option(None, "values per channel of --quantizer fsq, comma-"
+                                    "separated, each >= 2, e.g. 8,5,5,5 (K = 1000, D = 4); "
+                                    "required with fsq")
+    lfq_entropy_cost: float = option(LFQ_ENTROPY_COST, "weight of the entropy penalty of "
+                                     "--quantizer lfq", interval=(0, math.inf, "[)"))
+    num_quantizers: int | None = option(None, "stages Q of --quantizer rvq, the codes per "
+                                        "position (required with rvq)", positive=True)
+    num_groups: int | None = option(None, "heads H of --quantizer grouped, the codes per "
+                                    "position; must divide --embedding-dim (required with "
+                                    "grouped)", positive=True)
+    stage_quantizer: str = option("ema", "codebook update of each stage / head of rvq and "
+                                  "grouped: ema or vq (gradients, --codebook-cost)",
+                                  choices=STAGE_QUANTIZERS)
+    shared_codebook: bool = option(False, "rvq and grouped: one codebook for every stage / head")
+    quantizer_dropout: float = option(0.0, "rvq: probability that a training image uses only "
+                                      "its first n ~ U{1..Q} stages (SoundStream's quantizer "
+                                      "dropout)", interval=(0, 1, "[]"))
+    commitment_cost: float = option(1.0, "weight beta of the commitment loss (fsq has none)",
                                     interval=(0, math.inf, "[)"))
     codebook_cost: float = option(1.0, "weight alpha of the codebook loss of --quantizer vq "
-                                  "(the EMA quantizer has none)", interval=(0, math.inf, "[)"))
-    decay: float = option(0.8, "EMA decay of --quantizer ema", interval=(0, 1, "()"))
+                                  "and of rvq / grouped with --stage-quantizer vq (EMA "
+                                  "codebooks, fsq and lfq have none)",
+                                  interval=(0, math.inf, "[)"))
+    decay: float = option(0.8, "EMA decay of --quantizer ema (and of rvq / grouped stages)",
+                          interval=(0, 1, "()"))
     kmeans_init: bool = option(True, "initialise the codebook by k-means on the first batch "
                                "(--no-kmeans-init: the initializer's codebook)")
     restart_unused_after: int | None = option(
@@ -265,6 +325,7 @@ class TrainConfig(_Config):
 
     def __post_init__(self):
         super().__post_init__()
+        self._check_quantizer()
         if self.quantizer == "ema" and self.codebook_cost != 1.0:
             raise ValueError(
                 "codebook_cost weighs the codebook loss of quantizer='vq'; the EMA quantizer "
@@ -296,6 +357,107 @@ class TrainConfig(_Config):
                 f"{fixed} level{'s' if fixed > 1 else ''}): pass --model hierarchical "
                 f"--levels {self.levels}. Received: model={self.model!r}, levels={self.levels!r}"
             )
+
+    def _check_quantizer(self):
+        """Refuses quantizer options that do not apply to ``quantizer`` (each named with
+        its value), and sets K and D of fsq / lfq from their levels / bits."""
+        quantizer = self.quantizer
+
+        def refuse(why, received):
+            raise ValueError(f"{why}. Received: quantizer={quantizer!r}, {received}")
+
+        only = {  # option: (the quantizers it applies to, its "not given" value)
+            "fsq_levels": (("fsq",), None),
+            "lfq_entropy_cost": (("lfq",), LFQ_ENTROPY_COST),
+            "num_quantizers": (("rvq",), None),
+            "quantizer_dropout": (("rvq",), 0.0),
+            "num_groups": (("grouped",), None),
+            "stage_quantizer": (DEPTH_QUANTIZERS, "ema"),
+            "shared_codebook": (DEPTH_QUANTIZERS, False),
+        }
+        for name, (quantizers, unset) in only.items():
+            value = getattr(self, name)
+            if quantizer not in quantizers and value != unset:
+                refuse(f"{name} only applies to --quantizer {' or '.join(quantizers)}",
+                       f"{name}={value!r}")
+        if quantizer == "rvq" and self.num_quantizers is None:
+            refuse("quantizer='rvq' needs num_quantizers, the stages Q (--num-quantizers Q, "
+                   "e.g. --num-quantizers 4)", "num_quantizers=None")
+        if quantizer == "grouped":
+            if self.num_groups is None:
+                refuse("quantizer='grouped' needs num_groups, the heads H (--num-groups H, "
+                       "e.g. --num-groups 4)", "num_groups=None")
+            if self.embedding_dim % self.num_groups:
+                refuse("quantizer='grouped' splits the embedding_dim channels into num_groups "
+                       "heads: embedding_dim must be divisible by num_groups",
+                       f"embedding_dim={self.embedding_dim}, num_groups={self.num_groups}")
+        no_codebook_loss = (quantizer in ("fsq", "lfq")
+                            or (quantizer in DEPTH_QUANTIZERS and self.stage_quantizer == "ema"))
+        if no_codebook_loss and self.codebook_cost != 1.0:
+            where = ("the codebooks of EMA stages / heads have no codebook loss: pass "
+                     "--stage-quantizer vq" if quantizer in DEPTH_QUANTIZERS else
+                     f"quantizer={quantizer!r} has no codebook, so no codebook loss")
+            refuse(f"codebook_cost weighs a codebook loss; {where}",
+                   f"codebook_cost={self.codebook_cost!r}")
+        if quantizer == "fsq":
+            self._set_fsq_sizes(refuse)
+        elif quantizer == "lfq":
+            self._set_lfq_sizes(refuse)
+
+    def _set_fsq_sizes(self, refuse):
+        if self.fsq_levels is None:
+            refuse("quantizer='fsq' needs fsq_levels, the values per channel (--fsq-levels "
+                   "8,5,5,5 gives K = 1000 codes of D = 4 channels)", "fsq_levels=None")
+        levels = self.fsq_levels
+        if isinstance(levels, (list, tuple)):  # e.g. [8, 5, 5, 5] in a hand-written config.json
+            levels = ",".join(map(str, levels))
+        parts = str(levels).replace(" ", "").split(",")
+        if not all(p.isdigit() and int(p) >= 2 for p in parts):
+            refuse("fsq_levels must be integers >= 2 separated by commas, e.g. 8,5,5,5",
+                   f"fsq_levels={self.fsq_levels!r}")
+        levels = [int(p) for p in parts]
+        codes, dim = math.prod(levels), len(levels)
+        if codes > FSQ_MAX_CODES:
+            refuse(f"fsq_levels give K = {codes} codes, more than the {FSQ_MAX_CODES} int32 "
+                   "codes allow", f"fsq_levels={self.fsq_levels!r}")
+        self._set_fsq_sizes_from(refuse, codes, dim)
+        self.fsq_levels = ",".join(map(str, levels))
+
+    def _set_lfq_sizes(self, refuse):
+        if self.embedding_dim != DEFAULT_EMBEDDING_DIM:  # D given: K = 2**D
+            bits = self.embedding_dim
+        else:  # D from K
+            bits = self.num_embeddings.bit_length() - 1
+            if self.num_embeddings != 2**bits or bits < 1:
+                refuse("quantizer='lfq' has K = 2**D codes: num_embeddings must be a power "
+                       "of two >= 2 (or give --embedding-dim D)",
+                       f"num_embeddings={self.num_embeddings}")
+        if bits > LFQ_MAX_BITS:
+            refuse(f"quantizer='lfq' codes D bits into int32 codes: D must be at most "
+                   f"{LFQ_MAX_BITS}", f"embedding_dim={bits}, num_embeddings=2**{bits}")
+        if self.num_embeddings not in (DEFAULT_NUM_EMBEDDINGS, 2**bits):
+            refuse("quantizer='lfq' has K = 2**D codes of D bits: num_embeddings and "
+                   "embedding_dim disagree (a preset may set them): give one of them, or both "
+                   "with K = 2**D",
+                   f"num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}")
+        self.num_embeddings, self.embedding_dim = 2**bits, bits
+
+    def _set_fsq_sizes_from(self, refuse, codes, dim):
+        """Sets K and D from fsq_levels; refuses other values that were asked for."""
+        for name, value, default in (("num_embeddings", codes, DEFAULT_NUM_EMBEDDINGS),
+                                     ("embedding_dim", dim, DEFAULT_EMBEDDING_DIM)):
+            given = getattr(self, name)
+            if given not in (default, value):
+                refuse(f"fsq_levels={self.fsq_levels!r} give {name} = {value}, not {given} "
+                       f"(a preset may set it): pass --{name.replace('_', '-')} {value} or "
+                       "other levels", f"{name}={given}")
+            setattr(self, name, value)
+
+    @property
+    def code_depth(self):
+        """Codes per position of every level: ``num_quantizers`` (rvq), ``num_groups``
+        (grouped), None for the quantizers of one code per position."""
+        return {"rvq": self.num_quantizers, "grouped": self.num_groups}.get(self.quantizer)
 
     @property
     def size_multiple(self):
