@@ -160,6 +160,7 @@ def test_no_images_no_files(codec):
     assert codes["top"].shape == (0, 4, 4) and labels.shape == (0,)
 
 
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_priors_conditioned_on_the_class_at_some_levels_only(data):
     from tests.codec.codec_helpers import tiny_model
     from tests.codec.codec_helpers import tiny_priors

@@ -90,6 +90,7 @@ def test_tflite_files_hold_builtin_ops_only_and_int8_is_quantized(runs):
     assert runners["tflite-int8"].encode(images)["bottom"].dtype == np.int32
 
 
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_int16x8_keeps_more_codes_than_int8_and_has_no_reconstruct_signature(runs, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 

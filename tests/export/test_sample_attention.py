@@ -122,6 +122,7 @@ def test_vqvae2_cached_export_matches_naive_keras_sampler(vqvae2, tmp_path):
     assert not np.array_equal(*drawn)  # the seeds matter
 
 
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_vqvae_cached_and_naive_exports_match_naive_keras_sampler(vqvae, tmp_path):
     model, priors = vqvae
     signatures = {

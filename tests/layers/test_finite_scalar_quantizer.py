@@ -357,6 +357,7 @@ def test_hierarchical_models_take_fsq_levels_and_configs():
 
 
 # ------------------------------------------------------------------ export
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_export_gives_keras_codes_in_every_float_format(tmp_path):
     pytest.importorskip("tf2onnx")
     from tests.export.test_nonfinite_export import IMAGE_SIZE

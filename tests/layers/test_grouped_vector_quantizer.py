@@ -444,7 +444,7 @@ def run_steps(strategy, batches, **kwargs):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(), dict(shared_codebook=True),
+    [pytest.param(dict(), marks=pytest.mark.slow), dict(shared_codebook=True),
      # The heads' options under the strategy (a third graph of ~8 s: slow).
      pytest.param(dict(use_cosine_similarity=True, codebook_dim=1, gradient="rotation"),
                   marks=pytest.mark.slow)],

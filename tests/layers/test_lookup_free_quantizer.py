@@ -335,6 +335,7 @@ def test_mirrored_counts_and_penalty_equal_one_device_and_numpy(mirrored_strateg
 
 
 @pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning")
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_mirrored_fit_matches_one_device(mirrored_strategy, one_device_strategy):
     """The penalty's global-batch sums are all-reduced with their gradients: same weights."""
     x = images(32, 8, 8, 1, seed=8)
@@ -356,6 +357,7 @@ def test_mirrored_fit_matches_one_device(mirrored_strategy, one_device_strategy)
 
 
 # ------------------------------------------------------------------ models
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_vqvae_fit_then_keras_file_round_trip_gives_identical_codes(tmp_path):
     quantizer = LookupFreeQuantizer(5, entropy_cost=0.2, commitment_cost=0.3,
                                     diversity_gamma=0.9, codebook_scale=0.5)
@@ -397,6 +399,7 @@ def test_a_hierarchy_mixes_every_quantizer_kind():
 
 
 # ------------------------------------------------------------------ export
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_export_gives_keras_codes_in_every_float_format(tmp_path):
     pytest.importorskip("tf2onnx")
     from tests.export.test_nonfinite_export import IMAGE_SIZE

@@ -565,6 +565,7 @@ def test_keras_save_load_round_trip_with_options(tmp_path):
     np.testing.assert_array_equal(lvq.indices(x).numpy(), vq.indices(x).numpy())
 
 
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_vqvae_with_all_options_fits_and_reloads(tmp_path):
     quantizer = VectorQuantizerEMA(16, 8, decay=0.9, restart_unused_after=2, **{
         **ALL_OPTIONS, "codebook_dim": 4})

@@ -634,7 +634,8 @@ def run_steps(strategy, batches, **kwargs):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(quantizer_dropout=1.0), dict(shared_codebook=True, quantizer_dropout=0.5)],
+    [pytest.param(dict(quantizer_dropout=1.0), marks=pytest.mark.slow),
+     dict(shared_codebook=True, quantizer_dropout=0.5)],
     ids=["per-stage", "shared"],
 )
 def test_mirrored_matches_single_device(mirrored_strategy, kwargs):

@@ -240,6 +240,7 @@ def test_evaluate_metrics_of_a_depth_level_from_its_codes(make, shared):
     assert numpy_usage(codes, not shared) != (usage, dead)
 
 
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_training_a_depth_model_with_dropout_and_saving_it(tmp_path):
     keras.utils.set_random_seed(5)
     model = vqvae2(rvq(3, quantizer_dropout=0.5), grouped(2, shared=True))

@@ -146,6 +146,7 @@ def test_train_step_matches_hand_written_step():
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
 
 
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_fit_lowers_reconstruction_error():
     from tfvqvae.data import load_digits
 

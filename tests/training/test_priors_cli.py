@@ -91,6 +91,7 @@ def test_train_prior_streams_sharded_and_single_file_codes(run_with_codes, tmp_p
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_sample_is_reproducible_and_validates_class(run_with_codes, tmp_path):
     train_prior(PriorConfig(run=str(run_with_codes), class_conditional=True, **TINY_PRIOR),
                 overwrite=True, verbose=0)

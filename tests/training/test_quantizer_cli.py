@@ -181,6 +181,7 @@ def test_presets_still_combine_with_a_quantizer():
     assert (config.num_embeddings, config.embedding_dim) == (64, 6)
 
 
+@pytest.mark.slow  # default-suite time: the slow run keeps it
 def test_an_rvq_run_trains_extracts_and_refuses_a_prior(tmp_path, capsys):
     from tfvqvae_cli import main
 
