@@ -14,7 +14,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from keras.src.testing import test_case
 
 from tfvqvae import GroupedVectorQuantizer
 from tfvqvae import VectorQuantizer
@@ -272,19 +271,6 @@ def test_unshared_heads_have_their_own_codebooks():
 
 
 # ------------------------------------------------------ Keras contracts
-class _Harness(test_case.TestCase):
-    def runTest(self):  # pragma: no cover - never run as a unittest
-        pass
-
-
-@pytest.fixture
-def harness():
-    case = _Harness()
-    case.setUp()
-    yield case
-    case.tearDown()
-
-
 @pytest.mark.parametrize(
     "kwargs, trainable, non_trainable",
     [

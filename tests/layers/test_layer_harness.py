@@ -8,7 +8,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from keras.src.testing import test_case
 
 from tfvqvae import FiniteScalarQuantizer
 from tfvqvae import LookupFreeQuantizer
@@ -24,19 +23,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:`shuffle=True` was passed:UserWarning"),
     pytest.mark.filterwarnings("ignore:The model does not have any trainable weights:UserWarning"),
 ]
-
-
-class _Harness(test_case.TestCase):
-    def runTest(self):  # pragma: no cover - never run as a unittest
-        pass
-
-
-@pytest.fixture
-def harness():
-    case = _Harness()
-    case.setUp()
-    yield case
-    case.tearDown()
 
 
 # ------------------------------------------------------------ Keras harness

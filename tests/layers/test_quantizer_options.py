@@ -18,7 +18,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from keras.src.testing import test_case
 
 import tfvqvae
 from tfvqvae import VectorQuantizer
@@ -474,19 +473,6 @@ def test_indices_graph_exports_to_savedmodel_and_tflite(tmp_path):
 
 
 # ------------------------------------------------------ Keras contracts
-class _Harness(test_case.TestCase):
-    def runTest(self):  # pragma: no cover - never run as a unittest
-        pass
-
-
-@pytest.fixture
-def harness():
-    case = _Harness()
-    case.setUp()
-    yield case
-    case.tearDown()
-
-
 @pytest.mark.parametrize(
     "cls, kwargs, trainable, non_trainable",
     [
