@@ -180,7 +180,7 @@ def export_run(
     name=None,
     version=1,
     overwrite=False,
-    tflite_modes=tflite_export.DEFAULT_TFLITE_MODES,
+    tflite_modes=None,
     opset=17,
     calibration_images=200,
     sample="auto",
@@ -199,8 +199,10 @@ def export_run(
             the run folder's name.
         version: positive int. Defaults to 1.
         overwrite: replace an existing ``out``. Defaults to False.
-        tflite_modes: TFLite modes to write (`tfvqvae.export.tflite.TFLITE_MODES`).
-            Defaults to float32, dynamic_range and int8.
+        tflite_modes: TFLite modes to write (`tfvqvae.export.tflite.TFLITE_MODES`),
+            or None for the defaults: float32, dynamic_range and int8, less
+            int8 for a model with a depth level (a note says so). Defaults
+            to None.
         opset: ONNX opset (17 or 18). Defaults to 17.
         calibration_images: training images for int8 / int16x8 calibration, drawn at
             random (seed 0). Defaults to 200.
@@ -222,6 +224,9 @@ def export_run(
             (``pip install "tfvqvae[export]"``).
     """
     formats = parse_formats(formats)
+    defaults = tflite_modes is None
+    if defaults:
+        tflite_modes = tflite_export.DEFAULT_TFLITE_MODES
     modes = tflite_export.check_modes(tflite_modes) if "tflite" in formats else ()
     if "onnx" in formats:
         onnx_export.check_opset(opset)
@@ -238,9 +243,18 @@ def export_run(
     recover_stale(out)  # what an export to ``out`` killed earlier left behind
     refuse_existing(out, overwrite, MANIFEST)  # before any slow work
     run = load_run(model_dir, image_size=image_size, data_dir=data_dir)
+    notes, kept = [], []
     for mode in modes:
-        tflite_export.check_mode_for_levels(mode, run.model.levels)
-        signatures.check_tflite_mode(run.model, mode)
+        try:
+            tflite_export.check_mode_for_levels(mode, run.model.levels)
+            signatures.check_tflite_mode(run.model, mode)
+        except ValueError as error:
+            if not defaults:  # asked for by name: refused
+                raise
+            notes.append(f"TFLite {mode} left out of the default modes: {error}")
+        else:
+            kept.append(mode)
+    modes = tuple(kept)
     check_finite_weights(run.model, model_file(run.path))
     for level, prior in run.priors.items():
         check_finite_weights(prior, model_file(prior_dir(run.path, level)))
@@ -250,7 +264,6 @@ def export_run(
     name = run.name if name is None else name
     relative_sm = serving_dir(".", name, version)  # validates name and version
 
-    notes = []
     priors = None
     if sample is not False:
         if run.has_all_priors:

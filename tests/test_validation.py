@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 
+from tfvqvae.validation import code_map_shape
 from tfvqvae.validation import finite_float
 from tfvqvae.validation import integer
 from tfvqvae.validation import is_int
@@ -153,3 +154,18 @@ def test_map_shape_refuses(value):
     with pytest.raises(ValueError, match=re.escape(expected)):
         map_shape("code_shape", value)
     assert map_shape("condition_shape", None, allow_none=True) is None
+
+
+@pytest.mark.parametrize("value, expected", [((3, 4), (3, 4)), ([3, 4, 2], (3, 4, 2)),
+                                             (np.array([5, 6, 1]), (5, 6, 1))])
+def test_code_map_shape_accepts_maps_with_or_without_depth(value, expected):
+    assert code_map_shape("code_shape", value) == expected
+
+
+@pytest.mark.parametrize("value", [(3,), (3, 0), (2, 3, 4, 5), (2, 3, 0), "ab", None, 5])
+def test_code_map_shape_refuses(value):
+    expected = ("`code_shape` must be (height, width) or (height, width, depth), positive "
+                f"integers. Received: code_shape={value!r}")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        code_map_shape("code_shape", value)
+    assert code_map_shape("condition_shape", None, allow_none=True) is None

@@ -216,6 +216,31 @@ def map_shape(name, value, allow_none=False):
     return shape
 
 
+def code_map_shape(name, value, allow_none=False):
+    """``value`` as (height, width) or (height, width, depth) of positive ints.
+
+    A code map whose positions hold one code each is (height, width); one
+    whose positions hold Q codes (a residual or grouped quantizer's) is
+    (height, width, Q). Any sequence of integer-like values is accepted.
+
+    Raises:
+        ValueError: "`name` must be (height, width) or (height, width, depth),
+            positive integers. Received: name=<value>".
+    """
+    if allow_none and value is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        shape = None
+    if shape is None or len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(
+            f"`{name}` must be (height, width) or (height, width, depth), positive integers. "
+            f"Received: {name}={value!r}"
+        )
+    return shape
+
+
 def vectors_shape(owner, shape, embedding_dim, name="inputs", received=None):
     """Returns ``tuple(shape)`` if its rank is >= 2 and its last axis ``embedding_dim``.
 

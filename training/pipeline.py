@@ -91,7 +91,7 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
 
     Returns:
         ``{"vqvae": test metrics, "codes": {split: path}, "prior_<level>":
-        test metrics, "samples": png path, "export": {artifact: ...},
+        test metrics, "samples": png path, "export": {artifact: ...}, "export_notes": [str],
         "stages_kept": [names of the finished stages that were kept],
         "wall_time_s": seconds}``.
     """
@@ -105,13 +105,6 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
         raise ValueError(
             "pipeline runs in one process; for multi-worker training run "
             "`tfvqvae train` / `train-prior` on every worker, then the other stages."
-        )
-    if config.code_depth is not None:  # refused here, before any training
-        raise ValueError(
-            "pipeline trains a prior per level, and priors over codes with a depth axis are "
-            f"not supported yet (--quantizer {config.quantizer} gives {config.code_depth} codes "
-            "per position): run `tfvqvae train`, `extract-codes` and `export` instead. "
-            f"Received: quantizer={config.quantizer!r}"
         )
     levels = model_levels(config)
     options = {"mixed_precision": config.mixed_precision,
@@ -161,6 +154,7 @@ def run_pipeline(config, prior_options=None, num_samples=16, seed=0, overwrite=F
             row.artifact: {"agreement_percent": row.agreement, "psnr_db": row.psnr_db}
             for row in verify_export(result, config.out, num_images=256)
         }
+        summary["export_notes"] = list(result.notes)
     summary["stages_kept"] = kept
     summary["wall_time_s"] = round(time.perf_counter() - start, 1)
     return summary
@@ -184,6 +178,8 @@ def main(args):
     for key, value in summary.items():
         if key.startswith("prior_"):
             print(f"{key[6:]} prior: test {value['bits_per_dim']:.3f} bits/dim")
+    for note in summary.get("export_notes", []):
+        print(f"export note: {note}")
     for artifact, row in summary.get("export", {}).items():
         print(f"export {artifact}: {row['agreement_percent']:.2f} % codes equal to Keras, "
               f"PSNR {row['psnr_db']:.2f} dB")

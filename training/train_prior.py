@@ -76,41 +76,19 @@ def condition_level(level, metadata):
     return levels[k - 1] if k > 0 else None
 
 
-def refuse_depth_codes(level, depths, above=None):
-    """Refuses a prior over a level whose codes have a depth axis, or conditioned on one.
-
-    Args:
-        level: the prior's level.
-        depths: {level: Q or None} (``model.level_code_depths`` or a code
-            file's ``metadata["code_depths"]``).
-        above: the level the prior would be conditioned on, or None.
-
-    Raises:
-        ValueError: ``depths[level]`` or ``depths[above]`` is a depth Q (one
-            line naming the level and Q).
-    """
-    for name, role in ((level, "level {name!r} has"),
-                       (above, f"level {level!r} is conditioned on level {{name!r}}, which has")):
-        depth = None if name is None else depths.get(name)
-        if depth is not None:
-            raise ValueError(
-                "priors over codes with a depth axis are not supported yet: "
-                f"{role.format(name=name)} {depth} codes per position (depth {depth}, from a "
-                f"residual or grouped quantizer). Received: level={level!r}"
-            )
-
-
 def prior_options(config, metadata):
     """`PixelCNNPrior` arguments for ``config.level`` of a code file's ``metadata``.
 
     The prior of a level below the top is conditioned on the codes of the
-    level directly above (`condition_level`).
+    level directly above (`condition_level`). A level whose codes have a
+    depth axis (a residual or grouped quantizer's, ``code_shapes`` (h, w, Q))
+    gets a prior over (h, w, Q) maps, which predicts a position's Q codes in
+    order (`tfvqvae.PixelCNNPrior`).
 
     Raises ValueError when the codes cannot give what ``config`` asks for.
     """
     level = config.level
     above = condition_level(level, metadata)
-    refuse_depth_codes(level, metadata.get("code_depths", {}), above)
     num_classes = None
     if config.class_conditional:
         num_classes = metadata["num_classes"]
@@ -189,11 +167,6 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
     """
     start = time.perf_counter()
     model = load_model(config.run)
-    levels = list(model.levels)
-    if config.level in levels:  # refused before the code files are needed
-        k = levels.index(config.level)
-        refuse_depth_codes(config.level, model.level_code_depths,
-                           levels[k - 1] if k > 0 else None)
     train_codes, metadata = _open_codes(config.run, "train", model)
     test_codes, _ = _open_codes(config.run, "test", model)
 
@@ -230,6 +203,7 @@ def train_prior(config, resume=False, overwrite=False, callbacks=(), verbose="au
             "epochs": config.epochs,
             "num_train_records": num_records,
             "code_shape": list(prior.code_shape),
+            "code_depth": prior.code_depth,
             "num_embeddings": prior.num_embeddings,
             "replicas": strategy.num_replicas_in_sync,
             "test": {"nll_nats": test["nll"], "bits_per_dim": test["bits_per_dim"]},
@@ -258,10 +232,12 @@ def main(args):
         strategy=strategy_from_args(args), backup_every=backup_every_from_args(args),
     )
     test = metrics["test"]
+    depth = metrics.get("code_depth")
+    per_position = "" if depth is None else f", {depth} codes per position"
     print(
         f"{config.level} prior: test nll {test['nll_nats']:.4f} nats, "
-        f"{test['bits_per_dim']:.4f} bits/dim (uniform: {metrics['uniform_bits_per_dim']:.2f}) "
-        f"({metrics['wall_time_s']} s)"
+        f"{test['bits_per_dim']:.4f} bits/dim (uniform: {metrics['uniform_bits_per_dim']:.2f}"
+        f"{per_position}) ({metrics['wall_time_s']} s)"
     )
     print(f"wrote {prior_dir(config.run, config.level) / 'model.keras'}")
     return 0

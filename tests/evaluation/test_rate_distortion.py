@@ -56,7 +56,7 @@ def numpy_bits(prior, inputs):
     shifted = logits - logits.max(-1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     picked = np.take_along_axis(log_p, inputs["codes"][..., None].astype(np.int64), -1)[..., 0]
-    return -picked.sum(axis=(1, 2)) / math.log(2.0)
+    return -picked.sum(axis=tuple(range(1, picked.ndim))) / math.log(2.0)
 
 
 def batched(inputs, batch_size):
@@ -100,6 +100,23 @@ def test_prior_rate_agrees_with_the_priors_own_metric():
     logged = prior.evaluate(batched(inputs, 4), verbose=0, return_dict=True)
     assert rate["bits_per_dim"] == pytest.approx(logged["bits_per_dim"], rel=1e-5)
     assert rate["nats_per_dim"] == pytest.approx(logged["nll"], rel=1e-5)
+
+
+def test_a_depth_prior_costs_every_code_and_counts_codes_as_positions():
+    """Codes (h, w, Q): the NumPy sum over h·w·Q codes; bits_per_dim per code, as the metric."""
+    prior = make_prior(shape=(3, 4, 2))
+    inputs = random_inputs(prior, 7, seed=4)
+    reference = numpy_bits(prior, inputs)
+    np.testing.assert_allclose(prior_bits_per_image(prior, batched(inputs, 3)), reference,
+                               rtol=1e-5)
+    rate = prior_rate(prior, batched(inputs, 3))
+    assert rate["positions"] == 24
+    assert rate["bits_per_dim"] == pytest.approx(reference.mean() / 24, rel=1e-5)
+    prior.compile()
+    logged = prior.evaluate(batched(inputs, 3), verbose=0, return_dict=True)
+    assert rate["bits_per_dim"] == pytest.approx(logged["bits_per_dim"], rel=1e-5)
+    # Uniform priors: h·w·Q·log2 K.
+    assert naive_bits_per_image({"top": 8}, {"top": (3, 4, 2)}) == 72.0
 
 
 def test_bits_per_image_accepts_tuples_bare_maps_and_max_examples():
@@ -194,6 +211,7 @@ def test_naive_bits_per_image_by_hand():
     ({"top": 2.5}, {"top": (4, 4)}, r"Received: num_embeddings\['top'\]=2.5"),
     ({"top": 8}, {"top": (4, 0)}, r"Received: code_shapes\['top'\]=\(4, 0\)"),
     ({"top": 8}, {"top": (4,)}, r"Received: code_shapes\['top'\]=\(4,\)"),
+    ({"top": 8}, {"top": (4, 4, 0)}, r"Received: code_shapes\['top'\]=\(4, 4, 0\)"),
     ({"top": 8}, {"bottom": (4, 4)}, r"Received: \['top'\] and \['bottom'\]"),
 ])
 def test_naive_bits_per_image_refuses_bad_arguments(ks, shapes, message):

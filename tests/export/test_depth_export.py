@@ -4,7 +4,9 @@ Signatures take and give (B, h, w, Q) codes; SavedModel, TFLite float32 and
 ONNX must give 100 % of Keras' codes (and Keras' codes are the NumPy
 residual search on the encoder's output); the out-of-range guard holds for
 every one of the B·h·w·Q codes; quantised modes whose search is rebuilt
-(int8, int16x8) are refused by `signatures.check_tflite_mode`.
+(int8, int16x8) are refused by `signatures.check_tflite_mode`. The run has a
+prior over its (4, 4, Q) maps, so the SavedModel's ``sample`` signature must
+draw what the library's sampler draws in Keras.
 """
 
 import json
@@ -20,6 +22,10 @@ from tfvqvae.export import open_runners
 from tfvqvae.export import signatures
 from tfvqvae.export import verify_export
 from tfvqvae.export.verify import KerasRunner
+from tfvqvae.training.sample import load_priors
+from tfvqvae.training.sample import sample_codes
+
+from tests.models.prior_helpers import randomise
 
 IMAGE_SIZE = 16
 K, D, Q = 8, 4, 3
@@ -49,6 +55,11 @@ def depth_run(tmp_path_factory):
     run.mkdir()
     model = _model()
     model.save(run / "model.keras")
+    # A prior over the (4, 4, Q) code maps, random weights: the sample signature.
+    (run / "prior-top").mkdir()
+    prior = randomise(tfvqvae.PixelCNNPrior(K, (4, 4, Q), hidden_channels=8, num_blocks=2,
+                                            kernel_size=3), seed=3)
+    prior.save(run / "prior-top" / "model.keras")
     # The offline digits (scikit-learn's), resized to 16x16: --verify's test images.
     (run / "config.json").write_text(json.dumps({"dataset": "digits",
                                                  "image_size": IMAGE_SIZE}))
@@ -144,3 +155,18 @@ def test_quantised_modes_with_a_rebuilt_search_are_refused_for_depth_codes():
     scalar = tfvqvae.VQVAE(image_channels=1, hidden_channels=8, residual_channels=4,
                            quantizer=tfvqvae.VectorQuantizerEMA(K, D))
     signatures.check_tflite_mode(scalar, "int8")
+
+
+def test_sample_signature_draws_the_keras_depth_codes(depth_run):
+    run, result = depth_run
+    model = keras.saving.load_model(run / "model.keras")
+    priors = load_priors(run, model)
+    served = tf.saved_model.load(str(result.artifacts["savedmodel"])).signatures["sample"]
+    out = served(seed=tf.constant(4, tf.int64), temperature=tf.constant(0.8),
+                 num_samples=tf.constant(3))
+    expected = sample_codes(priors, 3, temperature=0.8, seed=4, method="naive")
+    assert out["top_codes"].shape == (3, 4, 4, Q) and out["top_codes"].dtype == tf.int32
+    np.testing.assert_array_equal(out["top_codes"], expected["top"])
+    assert len(np.unique(out["top_codes"])) >= 3
+    np.testing.assert_allclose(out["images"], model.decode_levels(expected).numpy(),
+                               rtol=0, atol=1e-5)

@@ -41,8 +41,8 @@ def test_kernel_size_must_be_an_odd_positive_int(size):
 
 def test_shape_and_multiple_messages_name_the_values():
     with pytest.raises(ValueError, match=re.escape(
-            "`code_shape` must be (height, width), two positive integers. "
-            "Received: code_shape=(5,)")):
+            "`code_shape` must be (height, width) or (height, width, depth), positive "
+            "integers. Received: code_shape=(5,)")):
         tfvqvae.PixelCNNPrior(4, (5,))
     with pytest.raises(ValueError, match=re.escape("Received: condition_shape='ab'")):
         tfvqvae.PixelCNNPrior(4, (4, 4), condition_num_embeddings=2, condition_shape="ab")

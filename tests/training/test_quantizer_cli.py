@@ -182,7 +182,7 @@ def test_presets_still_combine_with_a_quantizer():
 
 
 @pytest.mark.slow  # default-suite time: the slow run keeps it
-def test_an_rvq_run_trains_extracts_and_refuses_a_prior(tmp_path, capsys):
+def test_an_rvq_run_trains_extracts_and_gets_a_depth_prior(tmp_path, capsys):
     from tfvqvae_cli import main
 
     out = tmp_path / "run"
@@ -210,38 +210,32 @@ def test_an_rvq_run_trains_extracts_and_refuses_a_prior(tmp_path, capsys):
     images = tfvqvae.data.load_digits("test").images_at(np.arange(5), image_size=(8, 8))
     np.testing.assert_array_equal(first, model.encode(images).numpy())
 
-    line = refused(["train-prior", "--run", str(out)], capsys)
-    assert line == (
-        "tfvqvae train-prior: error: priors over codes with a depth axis are not supported "
-        "yet: level 'top' has 2 codes per position (depth 2, from a residual or grouped "
-        "quantizer). Received: level='top'")
-    assert not (out / "prior-top").exists()
+    assert main(["train-prior", "--run", str(out), "--epochs", "1", "--hidden-channels", "8",
+                 "--num-blocks", "2"]) == 0
+    prior_metrics = json.loads((out / "prior-top" / "metrics.json").read_text())
+    assert prior_metrics["code_shape"] == [2, 2, 2] and prior_metrics["code_depth"] == 2
+    assert 0 < prior_metrics["test"]["bits_per_dim"] < 4.2  # about log2 16 = 4 untrained
+    capsys.readouterr()
+    assert main(["sample", "--run", str(out), "--num-samples", "3"]) == 0
+    assert "codes top (2, 2, 2)" in capsys.readouterr().out
+    assert (out / "samples-seed0.png").is_file()
 
 
-def test_pipeline_refuses_a_depth_quantizer_before_training(tmp_path, capsys):
-    out = tmp_path / "run"
-    line = refused(["pipeline", *TINY_ARGS, "--quantizer", "grouped", "--num-groups", "2",
-                    "--out", str(out)], capsys)
-    assert "priors over codes with a depth axis are not supported yet" in line
-    assert "--quantizer grouped gives 2 codes per position" in line
-    assert not out.exists()
-
-
-def test_a_prior_conditioned_on_a_depth_level_is_refused():
+def test_priors_of_depth_levels_take_their_depth_and_the_depth_above():
+    from tfvqvae.training.train_prior import build_prior
     from tfvqvae.training.train_prior import prior_options
     from tfvqvae_cli.config import PriorConfig
 
     metadata = {"levels": ("top", "bottom"), "num_embeddings": {"top": 8, "bottom": 8},
                 "code_shapes": {"top": (2, 2, 3), "bottom": (4, 4)},
                 "code_depths": {"top": 3, "bottom": None}, "num_classes": None}
-    with pytest.raises(ValueError, match="level 'bottom' is conditioned on level 'top', which "
-                                         "has 3 codes per position"):
-        prior_options(PriorConfig(level="bottom"), metadata)
-    with pytest.raises(ValueError, match="level 'top' has 3 codes per position"):
-        prior_options(PriorConfig(level="top"), metadata)
-    metadata["code_depths"] = {"top": None, "bottom": None}
-    metadata["code_shapes"] = {"top": (2, 2), "bottom": (4, 4)}
-    assert prior_options(PriorConfig(level="bottom"), metadata)["condition_shape"] == (2, 2)
+    top = build_prior(PriorConfig(level="top", hidden_channels=8, num_blocks=2), metadata)
+    assert top.code_shape == (2, 2, 3) and top.code_depth == 3
+    options = prior_options(PriorConfig(level="bottom"), metadata)
+    assert tuple(options["condition_shape"]) == (2, 2, 3)
+    assert tuple(options["code_shape"]) == (4, 4)
+    bottom = build_prior(PriorConfig(level="bottom", hidden_channels=8, num_blocks=2), metadata)
+    assert bottom.condition_depth == 3 and bottom.code_depth is None
 
 
 @pytest.mark.parametrize("options, codebook_loss", [
@@ -265,3 +259,26 @@ def test_every_quantizer_trains_a_step(options, codebook_loss):
     assert ("codebook_loss" in logs) == codebook_loss
     assert all(np.isfinite(values[-1]) for values in logs.values()), logs
     assert 0.0 < logs["usage"][-1] <= 100.0
+
+
+@pytest.mark.slow  # about 45 s; tests/models/test_depth_prior.py, tests/codec/test_depth_codec.py
+# and tests/export/test_depth_export.py keep the depth prior in the default suite
+def test_a_grouped_pipeline_trains_a_depth_prior_samples_and_exports(tmp_path, capsys):
+    """Every stage on codes (h, w, 2); the default TFLite modes leave int8 out, with a note."""
+    from tfvqvae_cli import main
+
+    out = tmp_path / "run"
+    assert main(["pipeline", *TINY_ARGS, "--quantizer", "grouped", "--num-groups", "2",
+                 "--prior-epochs", "1", "--prior-hidden-channels", "8", "--prior-num-blocks",
+                 "2", "--num-samples", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    prior_metrics = json.loads((out / "prior-top" / "metrics.json").read_text())
+    assert prior_metrics["code_shape"] == [2, 2, 2] and prior_metrics["code_depth"] == 2
+    assert (out / "samples-seed0.png").is_file()
+    manifest = json.loads((out / "export" / "export.json").read_text())
+    assert set(manifest["artifacts"]) >= {"savedmodel", "tflite-float32",
+                                          "tflite-dynamic_range", "onnx"}
+    assert "tflite-int8" not in manifest["artifacts"]
+    assert any("int8 left out of the default modes" in note for note in manifest["notes"])
+    assert "sample" in manifest["signature_io"]
+    assert "int8 left out" in printed

@@ -12,7 +12,9 @@ A code map costs h·w·log2 K bits written with a fixed-length code, but only
    priors are class-conditional (uniform: log2(num_classes) bits), then each
    level's map in raster order under its prior:
    p(z_ij | z_<ij [, class] [, z_above]), the prior of each level below the
-   top conditioned on the level above (VQ-VAE-2's Algorithm 2 chain);
+   top conditioned on the level above (VQ-VAE-2's Algorithm 2 chain); a
+   level whose positions hold Q codes (residual / grouped quantizers) codes
+   them in order at each position, p(z_ijq | z_<ij, z_ij,<q, ·);
 4. behind an 8-byte header (`tfvqvae.codec.file_format`).
 
 Decoding rebuilds each distribution autoregressively with the cached
@@ -73,34 +75,47 @@ class _LevelSteps:
     One call per position: `_first` gives the logits at (0, 0); `_next`
     writes the code chosen at (i, j), ends the row when j is its last
     column, and gives the logits at the next position. Encoder and decoder
-    call exactly these functions, so they compute the same floats.
+    call exactly these functions, so they compute the same floats. For a
+    prior with a depth axis the position calls give the summed skips
+    instead, and `_depth_logits` / `_depth_add` (one trace per depth) give
+    the logits of depth q given the codes chosen at the depths before.
     """
 
     def __init__(self, prior):
         self.prior = prior
-        self.height, self.width = (int(s) for s in prior.code_shape)
+        self.height, self.width = (int(s) for s in prior.map_shape)
+        self.depth = prior.code_depth
         self.steps = IncrementalPrior(prior)
         self._context = tf.function(self.steps.context, autograph=False)
         self._first = tf.function(self._first_logits, autograph=False)
         self._next = tf.function(self._next_logits, autograph=False)
+        self._depth_logits = tf.function(prior.depth_step_logits, autograph=False)
+        self._depth_add = tf.function(
+            lambda before, q, code: before + prior.depth_code_features(q, code), autograph=False)
+
+    def _position(self, context, state, i, j):
+        if self.depth is None:
+            return self.steps.logits(context, state, i, j)
+        return self.steps.features(context, state, i, j)
 
     def _first_logits(self, context, batch):
-        return self.steps.logits(context, self.steps.start(batch), 0, 0)
+        return self._position(context, self.steps.start(batch), 0, 0)
 
     def _next_logits(self, context, state, i, j, code, row_end):
         state = self.steps.write(state, j, code)
         if row_end:  # a Python bool: one trace each way
             state = self.steps.end_row(context, state, i)
-            return self.steps.logits(context, state, i + 1, 0)
-        return self.steps.logits(context, state, i, j + 1)
+            return self._position(context, state, i + 1, 0)
+        return self._position(context, state, i, j + 1)
 
     def run(self, labels, condition, choose):
-        """Walks the map in raster order: int32 (B, h, w) of the codes ``choose`` picks.
+        """Walks the map in raster order: int32 (B, h, w[, Q]) of the codes ``choose`` picks.
 
-        B = `CODING_BATCH`; ``labels`` (B,) and ``condition`` (B, h', w') are
-        padded to it (or None). ``choose(i, j, logits)`` gets the float32
-        (B, K) logits at (i, j) given the codes chosen before and returns
-        int (B,) codes.
+        B = `CODING_BATCH`; ``labels`` (B,) and ``condition`` (B, h', w'[, Q'])
+        are padded to it (or None). ``choose(spot, logits)`` gets the float32
+        (B, K) logits at ``spot`` = (i, j) (or (i, j, q), depth q after the
+        depths before it) given the codes chosen before, and returns int (B,)
+        codes.
         """
         with tf.device("/CPU:0"):  # the floats of files: the same kernels on every machine
             return self._run(labels, condition, choose)
@@ -110,11 +125,19 @@ class _LevelSteps:
         size = tf.constant(batch, tf.int32)
         context = self._context(size, labels, condition)
         logits, state = self._first(context, size)
-        codes = np.zeros((batch, self.height, self.width), np.int32)
+        codes = np.zeros((batch, *self.prior.code_shape), np.int32)
         last = (self.height - 1, self.width - 1)
         for i in range(self.height):
             for j in range(self.width):
-                codes[:, i, j] = choose(i, j, logits.numpy())
+                if self.depth is None:
+                    codes[:, i, j] = choose((i, j), logits.numpy())
+                else:  # ``logits`` holds the position's summed skips
+                    before = tf.zeros_like(logits)
+                    for q in range(self.depth):
+                        codes[:, i, j, q] = choose(
+                            (i, j, q), self._depth_logits(logits, q, before).numpy())
+                        if q + 1 < self.depth:
+                            before = self._depth_add(before, q, tf.constant(codes[:, i, j, q]))
                 if (i, j) != last:
                     logits, state = self._next(
                         context, state, tf.constant(i, tf.int32), tf.constant(j, tf.int32),
@@ -203,7 +226,7 @@ class ImageCodec:
         multiple = int(self.model.size_multiple)
         top = self.levels[0]
         factor = multiple // self.model.code_shapes((multiple, multiple))[top][0]
-        h, w = self.priors[top].code_shape
+        h, w = self.priors[top].map_shape
         return int(h) * factor, int(w) * factor
 
     @classmethod
@@ -295,7 +318,7 @@ class ImageCodec:
 
     # ------------------------------------------------------------- encoding
     def encode_codes(self, images):
-        """{level: int32 (N, h, w)} code maps of ``images``, top first.
+        """{level: int32 (N, h, w) or (N, h, w, Q)} code maps of ``images``, top first.
 
         What `compress` codes. ``images``: uint8 (N, H, W, C), or float in [0, 1].
         """
@@ -310,18 +333,19 @@ class ImageCodec:
                 for level in self.levels}
 
     def _teacher_forced(self, level, codes, labels, condition):
-        """float64 (B, h, w, K) probabilities of ``codes`` under ``level``'s prior, incrementally.
+        """float64 (B, h, w[, Q], K) probabilities of ``codes`` under ``level``'s prior,
+        incrementally.
 
         B ≤ `CODING_BATCH` maps, padded to it for the pass.
         """
         steps = self._steps[level]
         batch = len(codes)
         codes, labels, condition = (_pad(a) for a in (codes, labels, condition))
-        probs = np.zeros((batch, steps.height, steps.width, steps.prior.num_embeddings))
+        probs = np.zeros((batch, *steps.prior.code_shape, steps.prior.num_embeddings))
 
-        def choose(i, j, logits):
-            probs[:, i, j] = entropy.probabilities(logits[:batch])
-            return codes[:, i, j]
+        def choose(spot, logits):
+            probs[(slice(None), *spot)] = entropy.probabilities(logits[:batch])
+            return codes[(slice(None), *spot)]
 
         steps.run(labels, condition, choose)
         return probs
@@ -403,7 +427,7 @@ class ImageCodec:
         return headers
 
     def decode_codes(self, files, names=None):
-        """({level: int32 (N, h, w)}, labels int32 (N,) or None) of the files.
+        """({level: int32 (N, h, w[, Q])}, labels int32 (N,) or None) of the files.
 
         Every level, top first, as decoded; each file's checksum verified.
         Files of any image sizes. ``names``: what error messages call the
@@ -451,7 +475,7 @@ class ImageCodec:
                                      for index, decoder in zip(indices, decoders)], np.int32)
             labels[indices] = chunk_labels
 
-        def choose(i, j, logits):
+        def choose(spot, logits):
             probs = entropy.probabilities(logits[:batch])
             found = [decoded(index, decoder, p)
                      for index, decoder, p in zip(indices, decoders, probs)]

@@ -162,8 +162,8 @@ def prior_input_batches(records, prior, level, levels, batch_size=64, max_exampl
 
 def _nats_function(prior):
     """A ``tf.function``: prior inputs -> float64 (B,) nats of each image's code map."""
-    h, w = prior.code_shape
-    signature = {"codes": tf.TensorSpec((None, h, w), tf.int32)}
+    shape = tuple(prior.code_shape)  # (h, w), or (h, w, Q) with a depth axis
+    signature = {"codes": tf.TensorSpec((None, *shape), tf.int32)}
     if prior.num_classes is not None:
         signature["labels"] = tf.TensorSpec((None,), tf.int32)
     if prior.is_conditioned:
@@ -171,16 +171,19 @@ def _nats_function(prior):
 
     @tf.function(input_signature=[signature], autograph=False)
     def nats(inputs):
-        logits = prior(inputs, training=False)  # float32 (B, h, w, K)
+        logits = prior(inputs, training=False)  # float32 (B, h, w[, Q], K)
         per_code = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=inputs["codes"], logits=tf.cast(logits, tf.float32))
-        return tf.reduce_sum(tf.cast(per_code, tf.float64), axis=[1, 2])
+        return tf.reduce_sum(tf.cast(per_code, tf.float64), axis=list(range(1, 1 + len(shape))))
 
     return nats
 
 
 def prior_bits_per_image(prior, batches, max_examples=None):
     """Bits each image's code map costs under ``prior``: Σ_ij −log2 p(z_ij | z_<ij, ·).
+
+    With a depth axis (``prior.code_shape`` (h, w, Q)) the sum runs over
+    every code: Σ_ijq −log2 p(z_ijq | z_<ij, z_ij,<q, ·).
 
     One forward pass per batch gives the logits (B, h, w, K) of every
     position given the codes before it in raster order (and the labels /
@@ -255,15 +258,15 @@ def prior_rate(prior, batches, max_examples=None):
     Returns:
         JSON-ready dict:
 
-        * ``bits_per_dim``: mean bits per code position (= ``bits_per_image``
-          / (h·w)); the priors' ``bits_per_dim`` metric, VQ-VAE-2's "NLL".
+        * ``bits_per_dim``: mean bits per code (= ``bits_per_image`` /
+          ``positions``); the priors' ``bits_per_dim`` metric, VQ-VAE-2's "NLL".
         * ``nats_per_dim``: the same in nats (the priors' ``nll``).
         * ``bits_per_image``: mean over images of Σ_ij −log2 p(z_ij | ·).
         * ``examples``: N, the images averaged over.
-        * ``positions``: h·w, code positions per image.
+        * ``positions``: codes per image: h·w, or h·w·Q with a depth axis.
     """
     bits = prior_bits_per_image(prior, batches, max_examples)
-    positions = int(prior.code_shape[0]) * int(prior.code_shape[1])
+    positions = math.prod(int(s) for s in prior.code_shape)
     per_image = float(np.mean(bits))
     return {
         "bits_per_dim": per_image / positions,
@@ -352,12 +355,13 @@ def decoder_distortion(model, batches, max_examples=None):
 
 # ---------------------------------------------------------------- naive rate
 def naive_bits_per_image(num_embeddings, code_shapes):
-    """Σ_levels h·w·log2 K: the bits of one image's code maps under uniform priors.
+    """Σ_levels h·w·log2 K (h·w·Q·log2 K with a depth axis): the bits of one
+    image's code maps under uniform priors.
 
     Args:
         num_embeddings: {level: K}, as ``model.level_num_embeddings`` or a
             code file's ``metadata["num_embeddings"]``.
-        code_shapes: {level: (h, w)}, as ``model.code_shapes(image_size)``
+        code_shapes: {level: (h, w) or (h, w, Q)}, as ``model.code_shapes(image_size)``
             or ``metadata["code_shapes"]`` (lists accepted); the same levels.
 
     Returns:
@@ -381,16 +385,16 @@ def naive_bits_per_image(num_embeddings, code_shapes):
         k = _count(f"num_embeddings[{level!r}]", k, allow_none=False)
         shape = code_shapes[level]
         try:
-            h, w = (int(s) for s in shape)
+            sizes = [int(s) for s in shape]
             valid = all(isinstance(s, numbers.Integral) and not isinstance(s, bool)
-                        for s in shape) and h > 0 and w > 0
+                        for s in shape) and len(sizes) in (2, 3) and min(sizes) > 0
         except (TypeError, ValueError):
             valid = False
         if not valid:
             raise ValueError(
-                f"`code_shapes[{level!r}]` must be (height, width), two positive integers. "
-                f"Received: code_shapes[{level!r}]={shape!r}")
-        total += h * w * math.log2(k)
+                f"`code_shapes[{level!r}]` must be (height, width) or (height, width, depth), "
+                f"positive integers. Received: code_shapes[{level!r}]={shape!r}")
+        total += math.prod(sizes) * math.log2(k)
     return total
 
 
@@ -525,8 +529,7 @@ def rate_distortion(model, priors, train_codes=None, validation_codes=None,
                                            max_examples))
         result_priors[level] = entry
 
-    positions = sum(entry["code_shape"][0] * entry["code_shape"][1]
-                    for entry in result_priors.values())
+    positions = sum(math.prod(entry["code_shape"]) for entry in result_priors.values())
     totals, per_dim = {}, {}
     for split in _SPLITS:
         if codes[split] is None:
@@ -600,8 +603,8 @@ def rate_distortion_markdown(result):
         entry = result["priors"].get(level) or {}
         name = str(level)[:1].upper() + str(level)[1:] + " prior"
         if "code_shape" in entry and "num_embeddings" in entry:
-            h, w = entry["code_shape"]
-            name += f" ({h}x{w}, K={entry['num_embeddings']})"
+            shape = "x".join(str(s) for s in entry["code_shape"])
+            name += f" ({shape}, K={entry['num_embeddings']})"
         rows.append([name,
                      _fmt(_get(entry, "train", "bits_per_dim"), ".4f"),
                      _fmt(_get(entry, "validation", "bits_per_dim"), ".4f"),

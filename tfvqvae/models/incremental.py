@@ -20,6 +20,13 @@ Per raster position (i, j), in order:
 3. at the end of a row, `IncrementalPrior.end_row`: the vertical stacks,
    which see whole rows, advance by one row.
 
+A prior over codes with a depth axis (``code_shape`` (H, W, Q)) takes step 1
+in two parts: `IncrementalPrior.features` advances the stacks to (i, j), then
+`IncrementalPrior.choose` gives the logits of the Q codes there one depth at
+a time, each given the codes chosen at the depths before it
+(`PixelCNNPrior.depth_step_logits`); `write` then takes the position's (B, Q)
+codes. `choose` also serves priors without a depth axis.
+
 The logits equal those of the prior's full forward pass at (i, j) given the
 same codes, up to float rounding (Ramachandran et al. 2017, "Fast Generation
 for Convolutional Autoregressive Models", https://arxiv.org/abs/1704.06001).
@@ -64,7 +71,8 @@ class IncrementalPrior:
 
     def __init__(self, prior):
         self.prior = prior
-        self.height, self.width = (int(s) for s in prior.code_shape)
+        self.height, self.width = (int(s) for s in prior.map_shape)
+        self.depth = prior.code_depth
         self.c = prior.kernel_size // 2
         self.p = prior.hidden_channels
         self.blocks = prior.blocks
@@ -126,8 +134,41 @@ class IncrementalPrior:
         """float32 logits (B, K) of z_ij, and the state with (i, j) computed.
 
         ``i``, ``j``: int32 scalars (Python ints or tensors). The state's
-        first row does not yet hold z_ij: `write` puts it there.
+        first row does not yet hold z_ij: `write` puts it there. For a prior
+        without a depth axis (with one: `features` and `choose`).
         """
+        if self.depth is not None:
+            raise ValueError(
+                "This prior's positions hold several codes (code_shape "
+                f"{tuple(self.prior.code_shape)}): use `features` and `choose`.")
+        skip, state = self.features(context, state, i, j)
+        return tf.cast(self.prior.head(skip), tf.float32), state
+
+    def choose(self, context, state, i, j, pick):
+        """The codes of (i, j), their logits and the state with (i, j) computed.
+
+        ``pick(logits, q)`` gets float32 logits (B, K) of depth ``q`` (a
+        Python int; None for a prior without a depth axis) given the codes it
+        picked at the depths before, and returns the int32 (B,) codes chosen
+        there (sampled, or an image's own). Returns (codes int32 (B,) or
+        (B, Q), logits float32 (B, K) or (B, Q, K), state); `write` then
+        puts the codes in the state.
+        """
+        skip, state = self.features(context, state, i, j)
+        if self.depth is None:
+            logits = tf.cast(self.prior.head(skip), tf.float32)
+            return pick(logits, None), logits, state
+        before = tf.zeros_like(skip)
+        codes, logits = [], []
+        for q in range(self.depth):
+            logits.append(self.prior.depth_step_logits(skip, q, before))
+            codes.append(tf.cast(pick(logits[-1], q), tf.int32))
+            if q + 1 < self.depth:
+                before = before + self.prior.depth_code_features(q, codes[-1])
+        return tf.stack(codes, axis=-1), tf.stack(logits, axis=1), state
+
+    def features(self, context, state, i, j):
+        """The summed skips (B, p) at (i, j) and the state with (i, j) computed."""
         c, width = self.c, self.width
         rows, caches = list(state["h_rows"]), [list(pair) for pair in state["caches"]]
         skip = 0.0
@@ -148,14 +189,13 @@ class IncrementalPrior:
                 h_out, *caches[a] = self.attention[l].step(h_out, i * width + j, *caches[a])
             if h_out is not None:  # None after the last block
                 rows[l + 1] = tf.tensor_scatter_nd_update(rows[l + 1], [[c + j]], h_out[None])
-        logits = tf.cast(self.prior.head(skip), tf.float32)
-        return logits, {**state, "h_rows": rows, "caches": caches}
+        return skip, {**state, "h_rows": rows, "caches": caches}
 
     def write(self, state, j, code):
-        """The state with int32 (B,) ``code`` at column ``j`` of the current row."""
+        """The state with int32 (B,) (or (B, Q)) ``code`` at column ``j`` of the current row."""
         rows = list(state["h_rows"])
         rows[0] = tf.tensor_scatter_nd_update(
-            rows[0], [[self.c + j]], self.prior.embedding(code)[None])
+            rows[0], [[self.c + j]], self.prior.embed_codes(code)[None])
         return {**state, "h_rows": rows}
 
     def end_row(self, context, state, i):

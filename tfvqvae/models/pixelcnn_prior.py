@@ -15,6 +15,25 @@ refines the horizontal stack after every N-th gated block except the last:
 each position then sees every earlier code, not only those within the
 convolutions' receptive field (VQ-VAE-2's top prior, section 3.2).
 
+Codes with a depth axis. A residual or grouped quantizer gives each position
+Q codes (code maps (H, W, Q)); its prior has ``code_shape`` (H, W, Q) and
+predicts a position's Q codes in order, as PixelCNN predicts a pixel's colour
+sub-pixels (van den Oord et al. 2016, section 2; RQ-Transformer, Lee et al.
+2022, for the depth-wise factorisation):
+
+    p(z_ij) = Π_q p(z_ijq | z_<ij, z_ij,<q)
+
+The spatial stacks read Σ_q E[q·K + z_ijq] (one embedding row per depth
+and code) of the earlier positions; the head then reads, for depth q,
+
+    x_ijq = s_ij + P_q + Σ_{r<q} D[r·K + z_ijr]
+
+(s the summed skips at (i, j), P a learned depth embedding, D the embedding
+of the codes already chosen at (i, j)) and gives logits (B, H, W, Q, K).
+nll and bits_per_dim are then per code (B·H·W·Q of them): a position costs
+Q times ``bits_per_dim``. A conditioning map with a depth axis is embedded as
+Σ_q E_c[q·K' + c_q].
+
 Conditioning: ``num_classes`` adds a class label (global). The priors of a
 hierarchy (`HierarchicalVQVAE`, `VQVAE2`) form a chain, top first: the top
 prior is unconditioned (or class-conditioned) and the prior of each lower
@@ -44,7 +63,7 @@ from tfvqvae.distribute import multi_worker_logs
 from tfvqvae.layers.causal_attention import CausalSelfAttention
 from tfvqvae.layers.gated_block import GatedBlock
 from tfvqvae.models.autoencoder import apply_gradients_if_finite
-from tfvqvae.validation import map_shape
+from tfvqvae.validation import code_map_shape
 from tfvqvae.validation import odd_positive_int
 from tfvqvae.validation import one_of
 from tfvqvae.validation import positive_int
@@ -55,7 +74,7 @@ from tfvqvae.models.dtype_config import with_dtype_policy
 def prior_inputs(record, level, class_conditional, condition=None):
     """A code-file record -> the input dict of the prior of ``level``.
 
-    ``record``: ``{level: int32 (h, w), ..., "label": int32 ()}`` (what
+    ``record``: ``{level: int32 (h, w) or (h, w, Q), ..., "label": int32 ()}`` (what
     `tfvqvae.data.load_codes` yields, or a batch of them); the result is
     ``{"codes": record[level]}``, plus ``"labels": record["label"]`` when
     ``class_conditional`` and ``"condition": record[condition]`` when
@@ -77,7 +96,10 @@ class PixelCNNPrior(keras.Model):
     ``fit`` takes dicts ``{"codes": int (B, H, W)[, "labels": int (B,)]
     [, "condition": int (B, h, w)]}`` (a ``y`` is ignored) and reports
     ``loss`` (= ``nll``, nats per code) and ``bits_per_dim``.
-    ``model(inputs)`` returns logits (B, H, W, K).
+    ``model(inputs)`` returns float32 logits (B, H, W, K). With a depth axis
+    (``code_shape`` (H, W, Q)) the codes are (B, H, W, Q) and the logits
+    (B, H, W, Q, K), the logits of depth q given the codes of depths < q at
+    the same position (teacher forcing).
 
     A training step whose loss or gradients are NaN / Inf (on any replica) is
     skipped: weights, optimizer slots and ``optimizer.iterations`` stay as
@@ -87,7 +109,8 @@ class PixelCNNPrior(keras.Model):
 
     Args:
         num_embeddings: K, codes take values in [0, K).
-        code_shape: (H, W) of the code maps.
+        code_shape: (H, W) of the code maps, or (H, W, Q) for maps whose
+            positions hold Q codes each (residual / grouped quantizers).
         hidden_channels: p, channels of the stacks. Defaults to 64.
         num_blocks: gated blocks. Defaults to 6.
         kernel_size: odd size of the masked convolutions. Defaults to 5.
@@ -96,8 +119,9 @@ class PixelCNNPrior(keras.Model):
         condition_num_embeddings: K of the conditioning code map (the codes
             of the level directly above, for a lower level's prior), or
             None. Defaults to None.
-        condition_shape: (h, w) of the conditioning map; H and W must be
-            multiples of it. Defaults to None.
+        condition_shape: (h, w) (or (h, w, Q') with a depth axis) of the
+            conditioning map; H and W must be multiples of h and w.
+            Defaults to None.
         condition_channels: channels of the conditioning features. Defaults
             to 32.
         attention_every: N: a causal self-attention block after every N-th
@@ -116,8 +140,8 @@ class PixelCNNPrior(keras.Model):
             ``condition_num_embeddings`` when given) not positive ints; a
             ``kernel_size`` that is not an odd positive int ("`kernel_size`
             must be an odd positive integer. Received: kernel_size=4");
-            ``code_shape`` / ``condition_shape`` not (height, width) of
-            positive ints; ``condition_num_embeddings`` without
+            ``code_shape`` / ``condition_shape`` not (height, width) or
+            (height, width, depth) of positive ints; ``condition_num_embeddings`` without
             ``condition_shape`` or the reverse; a ``code_shape`` that is not a
             multiple of ``condition_shape``; ``attention_every`` not None or
             a positive int below ``num_blocks``; ``num_attention_heads`` not
@@ -145,7 +169,7 @@ class PixelCNNPrior(keras.Model):
     ):
         super().__init__(**kwargs)
         self.num_embeddings = positive_int("num_embeddings", num_embeddings)
-        self.code_shape = map_shape("code_shape", code_shape)
+        self.code_shape = code_map_shape("code_shape", code_shape)
         self.hidden_channels = positive_int("hidden_channels", hidden_channels)
         self.num_blocks = positive_int("num_blocks", num_blocks)
         self.kernel_size = odd_positive_int("kernel_size", kernel_size)
@@ -153,7 +177,8 @@ class PixelCNNPrior(keras.Model):
         self.condition_num_embeddings = positive_int(
             "condition_num_embeddings", condition_num_embeddings, allow_none=True
         )
-        self.condition_shape = map_shape("condition_shape", condition_shape, allow_none=True)
+        self.condition_shape = code_map_shape(
+            "condition_shape", condition_shape, allow_none=True)
         if (self.condition_num_embeddings is None) != (self.condition_shape is None):
             raise ValueError(
                 "`condition_num_embeddings` and `condition_shape` go together. Received: "
@@ -181,13 +206,19 @@ class PixelCNNPrior(keras.Model):
 
         p = self.hidden_channels
         dtype = self.dtype_policy  # every layer computes under the model's policy
+        depth = self.code_depth or 1
         self.embedding = keras.layers.Embedding(
-            self.num_embeddings, p, dtype=dtype, name="code_embedding"
+            depth * self.num_embeddings, p, dtype=dtype, name="code_embedding"
         )
+        if self.code_depth is not None:  # the head's inputs for depth q (module docstring)
+            self.depth_position = keras.layers.Embedding(
+                depth, p, dtype=dtype, name="depth_position")
+            self.depth_embedding = keras.layers.Embedding(
+                depth * self.num_embeddings, p, dtype=dtype, name="depth_embedding")
         if conditioned:
             self.condition_embedding = keras.layers.Embedding(
-                self.condition_num_embeddings, self.condition_channels,
-                dtype=dtype, name="condition_embedding",
+                (self.condition_depth or 1) * self.condition_num_embeddings,
+                self.condition_channels, dtype=dtype, name="condition_embedding",
             )
             self.condition_conv = keras.layers.Conv2D(
                 self.condition_channels, 3, padding="same", activation="relu",
@@ -204,7 +235,7 @@ class PixelCNNPrior(keras.Model):
         ]
         self.attention_blocks = [
             CausalSelfAttention(
-                self.num_attention_heads, map_shape=self.code_shape,
+                self.num_attention_heads, map_shape=self.map_shape,
                 dtype=dtype, name=f"attention{i}",
             )
             for i in self.attention_positions()
@@ -215,13 +246,16 @@ class PixelCNNPrior(keras.Model):
         self.head_logits = keras.layers.Dense(self.num_embeddings, dtype=dtype, name="head_logits")
 
         self.embedding.build((None,))
+        if self.code_depth is not None:
+            self.depth_position.build((None,))
+            self.depth_embedding.build((None,))
         if conditioned:
             self.condition_embedding.build((None,))
             self.condition_conv.build((None, None, None, self.condition_channels))
         for block in self.blocks:
             block.build((None, None, None, p))
         for attention in self.attention_blocks:
-            attention.build((None, *self.code_shape, p))
+            attention.build((None, *self.map_shape, p))
         self.head_hidden.build((None, p))
         self.head_logits.build((None, p))
         self._nll = keras.metrics.Mean(name="nll")
@@ -244,6 +278,22 @@ class PixelCNNPrior(keras.Model):
     @property
     def is_conditioned(self):
         return self.condition_shape is not None
+
+    @property
+    def map_shape(self):
+        """(H, W): the code map's positions (``code_shape`` without its depth)."""
+        return tuple(self.code_shape[:2])
+
+    @property
+    def code_depth(self):
+        """Q, the codes per position, or None for maps of one code per position."""
+        return self.code_shape[2] if len(self.code_shape) == 3 else None
+
+    @property
+    def condition_depth(self):
+        """Q' of the conditioning map, or None (no depth axis, or no conditioning map)."""
+        shape = self.condition_shape
+        return shape[2] if shape is not None and len(shape) == 3 else None
 
     def check_inputs(self, codes=None, labels=None, condition=None):
         """Validates prior inputs; returns (codes, labels, condition) as tensors.
@@ -316,9 +366,9 @@ class PixelCNNPrior(keras.Model):
 
     def _check_map(self, name, value, shape, limit):
         value = self._check_integer(name, value)
-        if value.shape.rank != 3 or tuple(value.shape[1:]) != tuple(shape):
+        if value.shape.rank != 1 + len(shape) or tuple(value.shape[1:]) != tuple(shape):
             raise ValueError(
-                f"{name} must have shape (batch, {shape[0]}, {shape[1]}). "
+                f"{name} must have shape (batch, {', '.join(str(s) for s in shape)}). "
                 f"Received: shape={tuple(value.shape)}"
             )
         self._check_range(name, value, limit)
@@ -331,9 +381,22 @@ class PixelCNNPrior(keras.Model):
         return inputs, None, None
 
     # ----------------------------------------------------------- forward
+    @staticmethod
+    def _embed(embedding, codes, num_embeddings, depth):
+        """embedding(codes) (..., p), or Σ_q embedding(q·K + codes[..., q]) with a depth axis."""
+        if depth is None:
+            return embedding(codes)
+        offsets = tf.range(depth, dtype=codes.dtype) * num_embeddings
+        return tf.reduce_sum(embedding(codes + offsets), axis=-2)
+
+    def embed_codes(self, codes):
+        """(..., p) input features of codes (...) or, with a depth axis, (..., Q)."""
+        return self._embed(self.embedding, codes, self.num_embeddings, self.code_depth)
+
     def condition_features(self, condition):
         """(B, H, W, condition_channels) features of the conditioning code map."""
-        x = self.condition_embedding(condition)
+        x = self._embed(self.condition_embedding, condition, self.condition_num_embeddings,
+                        self.condition_depth)
         fh = self.code_shape[0] // self.condition_shape[0]
         fw = self.code_shape[1] // self.condition_shape[1]
         x = tf.repeat(tf.repeat(x, fh, axis=1), fw, axis=2)
@@ -343,17 +406,43 @@ class PixelCNNPrior(keras.Model):
         """Logits from the summed skip connections (any leading shape)."""
         return self.head_logits(self.head_hidden(tf.nn.relu(skip)))
 
+    def depth_inputs(self, codes):
+        """(..., Q, p): P_q + Σ_{r<q} D[r·K + codes[..., r]] for every depth q.
+
+        The head's extra input at depth q given the position's own codes
+        ``codes`` (..., Q) (teacher forcing; module docstring).
+        """
+        depth = self.code_depth
+        offsets = tf.range(depth, dtype=codes.dtype) * self.num_embeddings
+        before = tf.cumsum(self.depth_embedding(codes + offsets), axis=-2, exclusive=True)
+        return before + self.depth_position(tf.range(depth))
+
+    def depth_step_logits(self, skip, q, before):
+        """float32 logits (B, K) of depth ``q`` (a Python int) at one position.
+
+        ``skip``: (B, p) the position's summed skips; ``before``: (B, p)
+        Σ_{r<q} `depth_code_features` of the codes already chosen there.
+        """
+        position = self.depth_position(tf.constant([q], tf.int32))
+        return tf.cast(self.head(skip + position + before), tf.float32)
+
+    def depth_code_features(self, q, code):
+        """(B, p) D[q·K + code]: what code ``code`` (B,) chosen at depth ``q`` adds to `before`."""
+        return self.depth_embedding(code + q * self.num_embeddings)
+
     def call(self, inputs, training=False):
         codes, labels, condition = self.check_inputs(*self._unpack(inputs))
         features = self.condition_features(condition) if self.is_conditioned else None
-        x = self.embedding(codes)
+        x = self.embed_codes(codes)
         v, h, skip = x, x, 0.0
         for i, block in enumerate(self.blocks):
             v, h, s = block(v, h, labels=labels, condition=features)
             skip = skip + s
             if i in self.attention:
                 h = self.attention[i](h)
-        return tf.cast(self.head(skip), tf.float32)
+        if self.code_depth is None:
+            return tf.cast(self.head(skip), tf.float32)
+        return tf.cast(self.head(skip[..., None, :] + self.depth_inputs(codes)), tf.float32)
 
     # ---------------------------------------------------------- training
     def _objective(self, data, training):
@@ -408,13 +497,13 @@ class PixelCNNPrior(keras.Model):
         seed=0,
         method="cached",
     ):
-        """Draws code maps, int32 (B, H, W).
+        """Draws code maps, int32 (B, H, W) (or (B, H, W, Q) with a depth axis).
 
         Args:
             num_samples: B; may be omitted when labels or condition give it.
             labels: int (B,) classes for a class-conditional prior.
-            condition: int (B, h, w) codes of the level above, for a
-                conditioned prior.
+            condition: int (B, h, w) (or (B, h, w, Q')) codes of the level
+                above, for a conditioned prior.
             temperature: a finite number > 0; logits are divided by it.
                 Defaults to 1.0.
             seed: int; the same seed gives the same maps. Defaults to 0.

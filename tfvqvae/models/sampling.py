@@ -5,7 +5,9 @@ All three draw the code at (i, j) by the Gumbel-max trick,
     z_ij = argmax_k (logits_ijk / T + g_ijk),   g = −log(−log u),  u ~ U(0, 1)
 
 with all the noise u drawn up front from ``seed`` (stateless), so the
-samplers give the same maps whenever their logits agree.
+samplers give the same maps whenever their logits agree. A prior over codes
+with a depth axis (``code_shape`` (H, W, Q)) draws a position's Q codes in
+order, z_ijq from its logits given z_ij,<q, each with its own noise g_ijq.
 
 * naive: one full forward pass of the prior per position (H·W passes), as
   the keras.io example, TFP's PixelCNN and most PyTorch code do.
@@ -51,10 +53,12 @@ LEVEL_SEED_STRIDE = 1000
 _COMPILED = weakref.WeakKeyDictionary()
 
 
-def gumbel_noise(batch, height, width, num_embeddings, seed):
-    """g = −log(−log u), u ~ U(0, 1), shape (H, W, B, K), fixed by ``seed``."""
+def gumbel_noise(batch, height, width, num_embeddings, seed, depth=None):
+    """g = −log(−log u), u ~ U(0, 1), shape (H, W, B, K) (or (H, W, B, Q, K)
+    for a ``depth`` Q), fixed by ``seed``."""
+    depth_axis = [] if depth is None else [depth]
     u = tf.random.stateless_uniform(
-        [height, width, batch, num_embeddings],
+        [height, width, batch, *depth_axis, num_embeddings],
         seed=tf.stack([tf.cast(seed, tf.int64), tf.constant(0x5EED, tf.int64)]),
         minval=1e-12,
         maxval=1.0,
@@ -128,32 +132,37 @@ def _pick(logits, noise, temperature):
 
 
 def naive_sampler(prior, batch):
-    """A function (labels, condition, temperature, seed) → int32 (B, H, W).
+    """A function (labels, condition, temperature, seed) → int32 (B, H, W[, Q]).
 
-    H·W full forward passes. ``batch`` may be an int or a scalar tensor; wrap
-    the function in ``tf.function`` (as `sample` does, or an exporter).
+    H·W (·Q) full forward passes. ``batch`` may be an int or a scalar
+    tensor; wrap the function in ``tf.function`` (as `sample` does, or an
+    exporter).
     """
-    height, width = prior.code_shape
+    height, width = prior.map_shape
+    depth = prior.code_depth
+    size = height * width * (depth or 1)
 
     def run(labels, condition, temperature, seed):
-        noise = gumbel_noise(batch, height, width, prior.num_embeddings, seed)
+        noise = gumbel_noise(batch, height, width, prior.num_embeddings, seed, depth)
         inputs = {
             "labels": labels if prior.num_classes is not None else None,
             "condition": condition if prior.is_conditioned else None,
         }
 
         def step(position, codes):
-            i, j = position // width, position % width
-            logits = prior({**inputs, "codes": codes})  # (B, H, W, K)
-            new = _pick(logits[:, i, j], noise[i, j], temperature)  # (B,)
-            column = tf.one_hot(i * width + j, height * width, dtype=tf.int32)
-            codes = codes + tf.reshape(column, [1, height, width]) * new[:, None, None]
+            logits = prior({**inputs, "codes": codes})  # (B, H, W[, Q], K)
+            if depth is None:
+                i, j = position // width, position % width
+                new = _pick(logits[:, i, j], noise[i, j], temperature)  # (B,)
+            else:
+                i, j, q = position // (width * depth), (position // depth) % width, position % depth
+                new = _pick(logits[:, i, j, q], noise[i, j][:, q], temperature)
+            spot = tf.reshape(tf.one_hot(position, size, dtype=tf.int32), [1, *prior.code_shape])
+            codes = codes + spot * tf.reshape(new, [-1] + [1] * len(prior.code_shape))
             return position + 1, codes
 
-        codes = tf.zeros([batch, height, width], tf.int32)
-        _, codes = tf.while_loop(
-            lambda position, _: position < height * width, step, (0, codes)
-        )
+        codes = tf.zeros([batch, *prior.code_shape], tf.int32)
+        _, codes = tf.while_loop(lambda position, _: position < size, step, (0, codes))
         return codes
 
     return run
@@ -179,7 +188,8 @@ def cached_sampler(prior, batch, jit_compile=False):
     outside it, because XLA's stateless random numbers differ from the
     kernels', so all three samplers still see the same noise.
     """
-    height, width = prior.code_shape
+    height, width = prior.map_shape
+    depth = prior.code_depth
     incremental = IncrementalPrior(prior)
 
     def loop(noise, labels, condition, temperature):
@@ -188,8 +198,11 @@ def cached_sampler(prior, batch, jit_compile=False):
 
         def row_step(i, codes, state):
             def column(j, row_codes, state):
-                logits, state = incremental.logits(context, state, i, j)
-                code = _pick(logits, noise[i, j], temperature)
+                def pick(logits, q):  # q: the depth, None without a depth axis
+                    return _pick(logits, noise[i, j] if q is None else noise[i, j][:, q],
+                                 temperature)
+
+                code, _, state = incremental.choose(context, state, i, j, pick)
                 return j + 1, row_codes.write(j, code), incremental.write(state, j, code)
 
             _, row_codes, state = tf.while_loop(
@@ -197,7 +210,7 @@ def cached_sampler(prior, batch, jit_compile=False):
                 column,
                 (0, tf.TensorArray(tf.int32, size=width), state),
             )
-            codes = codes.write(i, row_codes.stack())  # (W, B)
+            codes = codes.write(i, row_codes.stack())  # (W, B[, Q])
             return i + 1, codes, incremental.end_row(context, state, i)
 
         _, codes, _ = tf.while_loop(
@@ -205,13 +218,14 @@ def cached_sampler(prior, batch, jit_compile=False):
             row_step,
             (0, tf.TensorArray(tf.int32, size=height), incremental.start(batch)),
         )
-        return tf.transpose(codes.stack(), [2, 0, 1])  # (H, W, B) -> (B, H, W)
+        codes = codes.stack()  # (H, W, B[, Q])
+        return tf.transpose(codes, [2, 0, 1] if depth is None else [2, 0, 1, 3])
 
     if jit_compile:
         loop = tf.function(loop, jit_compile=True, autograph=False)
 
     def run(labels, condition, temperature, seed):
-        noise = gumbel_noise(batch, height, width, prior.num_embeddings, seed)
+        noise = gumbel_noise(batch, height, width, prior.num_embeddings, seed, depth)
         return loop(noise, labels, condition, temperature)
 
     return run

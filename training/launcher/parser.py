@@ -275,7 +275,7 @@ def add_export(parser):
     add(parser, "--overwrite", "replace an earlier export in --out (a folder with "
         "export.json)", False, action=argparse.BooleanOptionalAction)
     add(parser, "--tflite-modes", "comma-separated TFLite modes (also int16x8: int16 activations)",
-        ",".join(TFLITE_MODES))
+        shown_default=",".join(TFLITE_MODES) + " (int8 left out for codes with a depth axis)")
     add(parser, "--opset", "ONNX opset, 17 or 18", 17, type=int)
     add(parser, "--calibration-images", "training images for int8 calibration", 200,
         type=positive_int)
