@@ -23,7 +23,7 @@ from tfvqvae.training.images import tile
 
 # The sampler `sample_images` uses, under the name earlier releases exported:
 # sample_codes(priors, num_samples, labels, temperature, seed, method) ->
-# {level: int32 (B, h, w)}, top first. Not a second implementation.
+# {level: int32 (B, h, w) or (B, h, w, Q)}, top first. Not a second implementation.
 sample_codes = sample_levels
 
 

@@ -171,3 +171,15 @@ def test_bad_depth_inputs_are_refused():
         PixelCNNPrior(K, (3, 4, 0))
     with pytest.raises(ValueError, match="height, width, depth"):
         PixelCNNPrior(K, (3, 4, 2, 1))
+
+
+def test_fit_refuses_out_of_range_codes_inside_the_graph():
+    """K at depth 0 would be a valid row of the offset embedding (depth 1's code 0): refused."""
+    import tensorflow as tf
+
+    prior = depth_prior((3, 4, 2))
+    prior.compile(optimizer="adam")
+    codes = random_codes(prior, 4)
+    codes[1, 2, 3, 0] = K
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"codes must lie in \[0, 6\)"):
+        prior.fit({"codes": codes}, batch_size=4, epochs=1, verbose=0)

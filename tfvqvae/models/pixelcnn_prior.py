@@ -447,7 +447,16 @@ class PixelCNNPrior(keras.Model):
     # ---------------------------------------------------------- training
     def _objective(self, data, training):
         inputs, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        codes = self._unpack(inputs)[0]
+        codes = tf.cast(self._unpack(inputs)[0], tf.int32)
+        # In the graph too (check_inputs checks values only eagerly): with a depth
+        # axis an out-of-range code would silently read another depth's embedding.
+        in_range = tf.debugging.Assert(
+            tf.reduce_all((codes >= 0) & (codes < self.num_embeddings)),
+            [f"codes must lie in [0, {self.num_embeddings}). Received min and max:",
+             tf.reduce_min(codes), tf.reduce_max(codes)])
+        with tf.control_dependencies([in_range]):
+            codes = tf.identity(codes)
+        inputs = {**inputs, "codes": codes} if isinstance(inputs, dict) else codes
         logits = self(inputs, training=training)
         nll = tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(

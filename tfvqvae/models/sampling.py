@@ -279,7 +279,7 @@ def check_chain(priors):
 
 def sample_levels(priors, num_samples=None, labels=None, temperature=1.0, seed=0,
                   method="cached", given=None):
-    """Ancestral sampling of a chain of priors: {level: int32 (B, h, w)}, top first.
+    """Ancestral sampling of a chain of priors: {level: int32 (B, h, w[, Q])}, top first.
 
     Level k (top = 0) is drawn by its prior's ``sample`` with seed
     ``seed + LEVEL_SEED_STRIDE * k``, given ``labels`` when the prior is
@@ -297,7 +297,7 @@ def sample_levels(priors, num_samples=None, labels=None, temperature=1.0, seed=0
         temperature: a finite number > 0. Defaults to 1.0.
         seed: int. Defaults to 0.
         method: "cached", "compiled" or "naive" (`sampler`). Defaults to "cached".
-        given: None, or {level: int (B, h, w) codes} for the first levels of
+        given: None, or {level: int (B, h, w[, Q]) codes} for the first levels of
             the chain (top, then the one below, ...). Defaults to None.
 
     Raises:
@@ -344,7 +344,7 @@ def sample_levels(priors, num_samples=None, labels=None, temperature=1.0, seed=0
 
 
 def levels_sampler(priors, batch, method="cached"):
-    """A function (labels, temperature, seed) → {level: int32 (B, h, w)}, for graphs.
+    """A function (labels, temperature, seed) → {level: int32 (B, h, w[, Q])}, for graphs.
 
     The graph-mode twin of `sample_levels` (the same codes for the same
     seed): wrap it in ``tf.function`` (an exporter's signature does).
