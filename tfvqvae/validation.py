@@ -193,6 +193,15 @@ def one_of(name, value, choices):
     return value
 
 
+def _positive_ints(value):
+    """``value`` as a non-empty tuple of positive ints, or None when it is not one."""
+    try:
+        shape = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return shape if shape and min(shape) >= 1 else None
+
+
 def map_shape(name, value, allow_none=False):
     """``value`` as a tuple (height, width) of positive ints (or None when allowed).
 
@@ -205,11 +214,8 @@ def map_shape(name, value, allow_none=False):
     """
     if allow_none and value is None:
         return None
-    try:
-        shape = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        shape = None
-    if shape is None or len(shape) != 2 or min(shape) < 1:
+    shape = _positive_ints(value)
+    if shape is None or len(shape) != 2:
         raise ValueError(
             f"`{name}` must be (height, width), two positive integers. Received: {name}={value!r}"
         )
@@ -229,11 +235,8 @@ def code_map_shape(name, value, allow_none=False):
     """
     if allow_none and value is None:
         return None
-    try:
-        shape = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        shape = None
-    if shape is None or len(shape) not in (2, 3) or min(shape) < 1:
+    shape = _positive_ints(value)
+    if shape is None or len(shape) not in (2, 3):
         raise ValueError(
             f"`{name}` must be (height, width) or (height, width, depth), positive integers. "
             f"Received: {name}={value!r}"

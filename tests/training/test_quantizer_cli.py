@@ -196,7 +196,7 @@ def test_an_rvq_run_trains_extracts_and_gets_a_depth_prior(tmp_path, capsys):
     assert {"model.keras", "reconstructions.png", "history.csv"} <= {
         p.name for p in out.iterdir()}
 
-    assert main(["extract-codes", "--run", str(out), "--splits", "test"]) == 0
+    assert main(["extract-codes", "--run", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "levels top 2x2x2 (K=16, depth 2)" in printed
     from tfvqvae.data import load_codes
