@@ -286,20 +286,10 @@ def test_unshared_heads_have_their_own_codebooks():
     ids=["ema", "ema-shared", "gradient", "gradient-shared-options"],
 )
 def test_keras_run_layer_test(harness, kwargs, trainable, non_trainable):
-    harness.run_layer_test(
+    harness.run_quantizer_test(
         GroupedVectorQuantizer,
-        init_kwargs={"num_groups": 3, "num_embeddings": 8, "embedding_dim": D, **kwargs},
-        input_shape=(2, 3, 3, D),
-        expected_output_shape=(2, 3, 3, D),
-        expected_output_dtype="float32",
-        expected_num_trainable_weights=trainable,
-        expected_num_non_trainable_weights=non_trainable,
-        expected_num_seed_generators=0,
-        expected_num_losses=1,
-        supports_masking=False,
-        run_training_check=True,
-        run_mixed_precision_check=True,
-    )
+        {"num_groups": 3, "num_embeddings": 8, "embedding_dim": D, **kwargs},
+        D, trainable, non_trainable)
 
 
 def test_attributes():

@@ -40,20 +40,9 @@ pytestmark = [
 )
 @pytest.mark.parametrize("add_losses", [True, False])
 def test_keras_run_layer_test(harness, cls, kwargs, trainable, non_trainable, add_losses):
-    harness.run_layer_test(
-        cls,
-        init_kwargs={"num_embeddings": 8, "embedding_dim": D, "add_losses": add_losses, **kwargs},
-        input_shape=(2, 3, 3, D),
-        expected_output_shape=(2, 3, 3, D),
-        expected_output_dtype="float32",
-        expected_num_trainable_weights=trainable,
-        expected_num_non_trainable_weights=non_trainable,
-        expected_num_seed_generators=0,
-        expected_num_losses=1 if add_losses else 0,
-        supports_masking=False,
-        run_training_check=add_losses,
-        run_mixed_precision_check=True,
-    )
+    harness.run_quantizer_test(
+        cls, {"num_embeddings": 8, "embedding_dim": D, "add_losses": add_losses, **kwargs},
+        D, trainable, non_trainable, num_losses=1 if add_losses else 0)
 
 
 @pytest.mark.parametrize("cls", BOTH)
@@ -348,20 +337,7 @@ SCALAR_IDS = ["FSQ", "LFQ", "LFQ-no-add-losses"]
 
 @pytest.mark.parametrize("cls, kwargs, num_losses", SCALAR, ids=SCALAR_IDS)
 def test_keras_run_layer_test_scalar_quantizers(harness, cls, kwargs, num_losses):
-    harness.run_layer_test(
-        cls,
-        init_kwargs=kwargs,
-        input_shape=(2, 3, 3, D),
-        expected_output_shape=(2, 3, 3, D),
-        expected_output_dtype="float32",
-        expected_num_trainable_weights=0,
-        expected_num_non_trainable_weights=0,
-        expected_num_seed_generators=0,
-        expected_num_losses=num_losses,
-        supports_masking=False,
-        run_training_check=num_losses > 0,
-        run_mixed_precision_check=True,
-    )
+    harness.run_quantizer_test(cls, kwargs, D, 0, 0, num_losses=num_losses)
 
 
 @pytest.mark.parametrize("cls, kwargs, num_losses", SCALAR, ids=SCALAR_IDS)

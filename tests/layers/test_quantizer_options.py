@@ -487,20 +487,9 @@ def test_indices_graph_exports_to_savedmodel_and_tflite(tmp_path):
     ids=["VectorQuantizer", "VectorQuantizerEMA", "EMA-cosine-rotation"],
 )
 def test_keras_run_layer_test_with_options(harness, cls, kwargs, trainable, non_trainable):
-    harness.run_layer_test(
-        cls,
-        init_kwargs={"num_embeddings": 8, "embedding_dim": D, **ALL_OPTIONS, **kwargs},
-        input_shape=(2, 3, 3, D),
-        expected_output_shape=(2, 3, 3, D),
-        expected_output_dtype="float32",
-        expected_num_trainable_weights=trainable,
-        expected_num_non_trainable_weights=non_trainable,
-        expected_num_seed_generators=0,
-        expected_num_losses=1,
-        supports_masking=False,
-        run_training_check=True,
-        run_mixed_precision_check=True,
-    )
+    harness.run_quantizer_test(
+        cls, {"num_embeddings": 8, "embedding_dim": D, **ALL_OPTIONS, **kwargs},
+        D, trainable, non_trainable)
 
 
 @pytest.mark.parametrize("cls", BOTH)
