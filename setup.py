@@ -19,6 +19,8 @@ EXPORT_REQUIRES = [
     "onnx==1.23.2",
     "onnxruntime==1.31.1",
     "ai-edge-litert==2.3.0",
+    # TFLite weight_only files (int8 weights, float compute): its recipes.
+    "ai-edge-quantizer==0.10.0",
 ]
 
 setup(

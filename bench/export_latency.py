@@ -4,14 +4,15 @@
                                    [--batch-sizes 1,64] [--seconds 1.0]
 
 Exports the run (``tfvqvae.export.export_run``: SavedModel, TFLite float32 /
-dynamic range / int8 / int16x8, ONNX) into a temporary folder and times ``encode``
+dynamic range / weight only / int8 / int16x8, ONNX) into a temporary folder and times ``encode``
 (images -> codes) and ``decode`` (codes -> images) on real test images with
 Keras (eager calls, and the same calls inside ``tf.function``), the
 SavedModel's signatures, LiteRT and onnxruntime, all on CPU with every core.
 Without ``--model`` it first trains a small MNIST run (the ``mnist`` preset,
 2 epochs on 20 000 images, as the slow MNIST test). Each cell is the median over repeated calls
 (after warm-up) divided by the batch size. Prints markdown tables: latency
-and size on disk, then ``verify``'s agreement with Keras on 1000 test images.
+and size on disk, then ``verify``'s agreement with Keras on 1000 test images;
+writes them to bench/RESULTS.md, section ``export_latency``.
 Absolute times depend on the machine; compare within one table.
 """
 
@@ -27,6 +28,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import command_line  # noqa: E402
+from _results import write_section  # noqa: E402
 
 from tfvqvae.export import KerasRunner  # noqa: E402
 from tfvqvae.export import export_run  # noqa: E402
@@ -111,22 +116,29 @@ def main():
                    **open_runners(result)}
         sizes = {"keras (eager)": (run_dir / "model.keras").stat().st_size, **result.sizes}
 
+        lines = []
+
+        def emit(text=""):
+            print(text, flush=True)
+            lines.extend(str(text).split("\n"))
+
         model = run.model
         shapes = model.code_shapes(run.image_shape[:2])
-        print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} "
+        emit(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} "
               f"{platform.machine()}; python {platform.python_version()}")
-        print("versions: " + ", ".join(
+        emit("versions: " + ", ".join(
             f"{name} {version(name)}" for name in
-            ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")))
-        print(f"run: {run_dir.name}, {type(model).__name__}, images {run.image_shape}, codes "
+            ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert",
+              "ai-edge-quantizer")))
+        emit(f"run: {run_dir.name}, {type(model).__name__}, images {run.image_shape}, codes "
               + ", ".join(f"{level} {shapes[level]} K={k}"
                           for level, k in model.level_num_embeddings.items()))
-        print("\nms per image (median; lower is better); size on disk "
+        emit("\nms per image (median; lower is better); size on disk "
               "(keras: model.keras with optimizer state; onnx: the three files together)\n")
         header = ["runtime", "size"] + [f"{op} b={b}" for op in ("encode", "decode")
                                         for b in batch_sizes]
-        print("| " + " | ".join(header) + " |")
-        print("| --- | ---: |" + " ---: |" * (len(header) - 2))
+        emit("| " + " | ".join(header) + " |")
+        emit("| --- | ---: |" + " ---: |" * (len(header) - 2))
         for name, runner in runners.items():
             cells = []
             for op in ("encode", "decode"):
@@ -139,11 +151,14 @@ def main():
                         fn = lambda r=runner, c=codes: r.decode(c)  # noqa: E731
                     cells.append(f"{per_image_ms(fn, batch_size, args.seconds):.3f}")
             size = human_size(sizes[name]) if name in sizes else "(same)"
-            print(f"| {name} | {size} | " + " | ".join(cells) + " |", flush=True)
+            emit(f"| {name} | {size} | " + " | ".join(cells) + " |")
 
-        print("\nagreement with Keras on 1000 test images (tfvqvae export --verify):\n")
-        print(format_table(verify_export(result, run_dir, num_images=1000,
-                                         data_dir=args.data_dir)))
+        emit("\nagreement with Keras on 1000 test images (tfvqvae export --verify):\n")
+        emit(format_table(verify_export(result, run_dir, num_images=1000,
+                                        data_dir=args.data_dir)))
+    write_section("export_latency", "\n".join([
+        "## Export latency, size and agreement (bench/export_latency.py)", "",
+        f"`{command_line()}`", "", *lines]))
 
 
 if __name__ == "__main__":

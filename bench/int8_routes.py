@@ -6,7 +6,7 @@ For each run folder (``tfvqvae train`` / ``pipeline``), on its first
 ``--images`` test images, the % of code indices (all levels) equal to the
 Keras model's ``encode``:
 
-1. Routes: every quantised mode (dynamic range, int8, int16x8) converted from
+1. Routes: every quantised mode (dynamic range, weight only, int8, int16x8) converted from
    a SavedModel with each search of `tfvqvae.export.quantized_search`
    ("exact": the float export's; "scores"; "window"); the shipped pairing is
    ``tflite.SEARCH_FOR_MODE``. Calibration: 200 training images, seed 0, as
@@ -14,8 +14,11 @@ Keras model's ``encode``:
 2. Ceilings: the quantised encoder's output z, dequantised, with the exact
    nearest-code search done afterwards in float64 NumPy: what a perfect
    search on top of each mode's encoder would keep.
-3. The Keras model with its convolution kernels rounded per output channel
-   to b bits (symmetric, as TFLite's int8 weights; float activations).
+3. The Keras model with its kernels rounded per output channel to b bits
+   (`tfvqvae.models.kernel_grid`, as TFLite's int8 weights; float activations).
+4. The same model after `snap_kernels` (what ``tfvqvae train --int8-kernels``
+   saves), against its own Keras codes: each mode with the search it ships
+   with, and the test PSNR before and after snapping.
 
 Writes the tables to bench/RESULTS.md, section ``int8``. The runs measured
 there: ``tfvqvae train --preset quickstart`` and ``--preset mnist`` (the
@@ -44,9 +47,13 @@ from tfvqvae.export import load_run  # noqa: E402
 from tfvqvae.export import tflite as tflite_export  # noqa: E402
 from tfvqvae.export.quantized_search import quantization_search  # noqa: E402
 from tfvqvae.export.saved_model import export_saved_model  # noqa: E402
+from tfvqvae.metrics import psnr  # noqa: E402
+from tfvqvae.models.kernel_grid import kernel_layers  # noqa: E402
+from tfvqvae.models.kernel_grid import snap_kernel  # noqa: E402
+from tfvqvae.models.kernel_grid import snap_kernels  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MODES = ("dynamic_range", "int8", "int16x8")
+MODES = ("dynamic_range", "weight_only", "int8", "int16x8")
 SEARCHES = ("exact", "scores", "window")
 
 
@@ -60,16 +67,20 @@ def encode_all(runner, images, levels, batch=50):
     return {level: np.concatenate([p[level] for p in parts]) for level in levels}
 
 
-def route_rows(run, calibration, images, reference, folder):
+def route_rows(run, calibration, images, reference, folder, pairs=None):
+    """{(search, mode): "% kept"} for every search and mode, or only ``pairs``."""
     rows = {}
     for search in SEARCHES:
+        modes = [m for m in MODES if pairs is None or (search, m) in pairs]
+        if not modes:
+            continue
         source = folder / f"source-{search}"
         if search == "exact":
             export_saved_model(run.model, source, run.image_shape, tflite_only=True)
         else:
             with quantization_search(run.model, search, calibration):
                 export_saved_model(run.model, source, run.image_shape, tflite_only=True)
-        for mode in MODES:
+        for mode in modes:
             try:
                 content = tflite_export.convert_tflite(source, mode, calibration)
             except Exception as error:  # noqa: BLE001 - the converter's refusal is the result
@@ -138,21 +149,26 @@ def ceiling_rows(run, calibration, images, reference, folder):
 
 def rounded_weight_rows(run, images, reference, bits=(8, 10, 12)):
     model = run.model
-    kernels = [w for w in model.weights if w.path.endswith("kernel") and len(w.shape) == 4]
+    layers = kernel_layers(model)
+    kernels = [layer.kernel for layer, _ in layers]
     originals = [k.numpy() for k in kernels]
     rows = {}
     try:
         for b in bits:
-            for kernel, value in zip(kernels, originals):
-                scale = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0) / (2**(b - 1) - 1)
-                scale[scale == 0] = 1.0
-                kernel.assign(np.round(value / scale) * scale)
+            for (layer, axis), value in zip(layers, originals):
+                layer.kernel.assign(snap_kernel(value, axis, b))
             codes = {k: v.numpy() for k, v in model.encode_levels(tf.constant(images)).items()}
             rows[b] = f"{agreement(codes, reference):.2f} %"
     finally:
         for kernel, value in zip(kernels, originals):
             kernel.assign(value)
     return rows
+
+
+def test_psnr(model, images, batch=100):
+    squared = [np.mean((model.predict(images[i:i + batch], verbose=0) - images[i:i + batch]) ** 2)
+               * len(images[i:i + batch]) for i in range(0, len(images), batch)]
+    return psnr(float(np.sum(squared) / len(images)))
 
 
 def main():
@@ -177,6 +193,17 @@ def main():
             routes = route_rows(run, calibration, images, reference, Path(temp))
             ceilings = ceiling_rows(run, calibration, images, reference, Path(temp))
         rounded = rounded_weight_rows(run, images, reference)
+        psnr_before = test_psnr(run.model, images)
+        snap_kernels(run.model)
+        psnr_after = test_psnr(run.model, images)
+        snapped_reference = {k: v.numpy() for k, v in
+                             run.model.encode_levels(tf.constant(images)).items()}
+        moved = 100.0 - agreement(snapped_reference, reference)
+        shipped = {("exact" if search is None else search, mode)
+                   for mode, search in tflite_export.SEARCH_FOR_MODE.items() if mode in MODES}
+        with tempfile.TemporaryDirectory() as temp:
+            snapped = route_rows(run, calibration, images, snapped_reference, Path(temp),
+                                 pairs=shipped)
         lines = [title, "", "| search | " + " | ".join(MODES) + " |",
                  "| --- |" + " ---: |" * len(MODES)]
         for search in SEARCHES:
@@ -191,9 +218,16 @@ def main():
                 cells.append(f"**{cell}**" if shipped else cell)
             lines.append(f"| {search} | " + " | ".join(cells) + " |")
         lines.append(f"| exact search in float64 on the mode's encoder output (ceiling) | "
-                     f"{ceilings['dynamic_range']} | {ceilings['int8']} | |")
+                     f"{ceilings['dynamic_range']} | | {ceilings['int8']} | |")
         lines += ["", "Keras with kernels rounded per output channel (float activations): "
-                  + ", ".join(f"{b} bits {value}" for b, value in rounded.items()), ""]
+                  + ", ".join(f"{b} bits {value}" for b, value in rounded.items()), "",
+                  f"Kernels snapped to the int8 grid (`snap_kernels`, `tfvqvae train "
+                  f"--int8-kernels`): {moved:.2f} % of the codes move, PSNR on these images "
+                  f"{psnr_before:.2f} -> {psnr_after:.2f} dB; each mode (its shipped search) "
+                  "against the snapped model's own codes: "
+                  + ", ".join(f"{mode} {cell}" for (_, mode), cell in
+                              sorted(snapped.items(), key=lambda kv: MODES.index(kv[0][1]))),
+                  ""]
         table = "\n".join(lines)
         print(table, flush=True)
         tables.append(table)

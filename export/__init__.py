@@ -2,7 +2,7 @@
 
 The SavedModel (TF Serving layout, signatures ``encode``, ``decode``,
 ``reconstruct``, ``serving_default`` and, with priors, ``sample``) is the
-source; TFLite (float32, dynamic range, int8, int16x8) and ONNX (tf2onnx) are
+source; TFLite (float32, dynamic range, weight only, int8, int16x8) and ONNX (tf2onnx) are
 converted from it (the quantised TFLite modes from a second SavedModel whose
 search survives quantisation: `tfvqvae.export.quantized_search`). One module per format, a library function each, and
 ``tfvqvae export`` as a thin command over `export_run`:
@@ -12,7 +12,7 @@ search survives quantisation: `tfvqvae.export.quantized_search`). One module per
     rows = verify_export(result, "runs/mnist")
 
 TFLite and ONNX need the ``export`` extra (``pip install "tfvqvae[export]"``:
-tf2onnx, onnx, onnxruntime, ai-edge-litert), imported only when used.
+tf2onnx, onnx, onnxruntime, ai-edge-litert, ai-edge-quantizer), imported only when used.
 """
 
 from tfvqvae.export.exporter import FORMATS

@@ -1,6 +1,7 @@
 """Optional dependencies of the exporters, imported only where they are needed.
 
-``tf2onnx``, ``onnx``, ``onnxruntime`` and ``ai-edge-litert`` are the
+``tf2onnx``, ``onnx``, ``onnxruntime``, ``ai-edge-litert`` and
+``ai-edge-quantizer`` are the
 ``export`` extra of the package: ``import tfvqvae.export`` and the SavedModel
 exporter work without them, and the first call that needs one says what to
 install.

@@ -6,7 +6,8 @@
 Its options are defined, TensorFlow-free, in ``tfvqvae_cli.parser.add_export``.
 
 Exit status: 0 on success; 1 when ``--verify`` finds an artifact whose code
-indices agree with Keras on less than the threshold, or whose reconstructions
+indices agree with Keras on less than the threshold (``--min-agreement``, 100 %
+for float formats; ``--min-quantized-agreement``, 99 % for quantised TFLite), or whose reconstructions
 hold NaN or Inf (one ``FAIL <artifact>: ...`` line each); 2 on bad input, a
 model or prior with a NaN or Inf weight included (one line saying which).
 

@@ -5,7 +5,8 @@ Output folder (written whole under a temporary name beside it, then
 renamed)::
 
     OUT/savedmodel/<name>/<version>/     SavedModel for TF Serving ("savedmodel")
-    OUT/tflite/<mode>.tflite             float32, dynamic_range, int8, int16x8 ("tflite")
+    OUT/tflite/<mode>.tflite             float32, dynamic_range, weight_only, int8, int16x8
+                                         ("tflite")
     OUT/onnx/{encode,decode,reconstruct}.onnx                         ("onnx")
     OUT/export.json                      what was written: formats, signatures,
                                          file sizes, versions of the tools
@@ -200,7 +201,7 @@ def export_run(
         version: positive int. Defaults to 1.
         overwrite: replace an existing ``out``. Defaults to False.
         tflite_modes: TFLite modes to write (`tfvqvae.export.tflite.TFLITE_MODES`),
-            or None for the defaults: float32, dynamic_range and int8, less
+            or None for the defaults: float32, dynamic_range, weight_only and int8, less
             int8 for a model with a depth level (a note says so). Defaults
             to None.
         opset: ONNX opset (17 or 18). Defaults to 17.
@@ -228,6 +229,8 @@ def export_run(
     if defaults:
         tflite_modes = tflite_export.DEFAULT_TFLITE_MODES
     modes = tflite_export.check_modes(tflite_modes) if "tflite" in formats else ()
+    if "weight_only" in modes:  # fail before the slow work, not after it
+        require("ai_edge_quantizer.quantizer", "TFLite weight_only export")
     if "onnx" in formats:
         onnx_export.check_opset(opset)
         require("tf2onnx", "ONNX export")  # fail before the slow work, not after it
@@ -300,7 +303,11 @@ def export_run(
                     export_saved_model(run.model, sources[search], run.image_shape,
                                        tflite_only=True)
             path = Path("tflite") / f"{mode}.tflite"
-            tflite_export.export_tflite(sources[search], temp / path, mode, representative)
+            if mode == "weight_only" and "tflite-float32" in artifacts:  # convert once
+                float_model = (temp / artifacts["tflite-float32"]).read_bytes()
+                atomic.write_bytes(temp / path, tflite_export.weight_only(float_model))
+            else:
+                tflite_export.export_tflite(sources[search], temp / path, mode, representative)
             artifacts[f"tflite-{mode}"] = path
         for search, source in sources.items():
             if search is not None:

@@ -12,9 +12,11 @@ Output folder::
     checkpoints/           epoch-NNNN.keras + latest.json, every epoch
     logs/                  TensorBoard events (train and validation)
     history.csv            one line of metrics per epoch
-    model.keras            the trained model
+    model.keras            the trained model (with --int8-kernels, its kernels
+                           rounded to TFLite's int8 grid: tfvqvae.models.kernel_grid)
     reconstructions.png    test originals next to their reconstructions
-    metrics.json           test MSE, PSNR, perplexity, usage %, dead codes
+    metrics.json           test MSE, PSNR, perplexity, usage %, dead codes (of
+                           model.keras), and int8_kernels: the kernels rounded
                            (per level under "levels" for a model
                            with more than one level)
 
@@ -36,6 +38,7 @@ from tfvqvae.distribute import num_input_pipelines
 from tfvqvae.distribute import split_cpu
 from tfvqvae.killpoints import killpoint
 from tfvqvae.metrics import psnr
+from tfvqvae.models.kernel_grid import snap_kernels
 from tfvqvae.run_folder import checkpoints_dir
 from tfvqvae.run_folder import config_file
 from tfvqvae.run_folder import load_run_images
@@ -269,6 +272,10 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
             callbacks=[keras.callbacks.TensorBoard(log_dir=str(logs_dir(write))), *callbacks],
             verbose=verbose,
         )
+        snapped = []
+        if config.int8_kernels:  # the checkpoints keep the float kernels
+            snapped = snap_kernels(model)
+            test = model.evaluate(test_ds, return_dict=True, verbose=0)
         metrics = {
             "dataset": config.dataset,
             "epochs": config.epochs,
@@ -276,6 +283,7 @@ def train(config, resume=False, overwrite=False, callbacks=(), verbose="auto",
             "num_test_images": len(test_data),
             "replicas": strategy.num_replicas_in_sync,
             "test": _test_metrics(model, test),
+            "int8_kernels": len(snapped),
             "wall_time_s": round(time.perf_counter() - start, 1),
         }
         originals = next(iter(test_data.take(config.grid_pairs).to_tf_dataset(

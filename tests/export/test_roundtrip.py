@@ -13,12 +13,14 @@ FLOAT_ARTIFACTS = ("savedmodel", "tflite-float32", "onnx")
 # % of code indices equal to Keras on the 256 test images, measured on these runs
 # (deterministic): dynamic range 99.37 (vqvae) and 99.09 (vqvae2: top 99.07, bottom
 # 99.09); int8 with the "window" search 84.13 (vqvae) and 93.02 (vqvae2: top 94.60,
-# bottom 92.63), where the exact search gave 80.25 and 76.99. Asserted a little below
+# bottom 92.63), where the exact search gave 80.25 and 76.99; weight only 99.50 and 98.96
+# (TF's dynamic range leaves kernels under 1024 weights in float32; weight only rounds
+# them all: a snapped run keeps 100 %, tests/export/test_weight_only.py). Asserted a little below
 # what was measured. int8 stays low because the int8 encoder moves z across decision
 # boundaries (tfvqvae.export.quantized_search).
 QUANTIZED_BOUNDS = {
-    "vqvae": {"tflite-dynamic_range": 98.5, "tflite-int8": 83.0},
-    "vqvae2": {"tflite-dynamic_range": 98.0, "tflite-int8": 92.0},
+    "vqvae": {"tflite-dynamic_range": 98.5, "tflite-weight_only": 99.3, "tflite-int8": 83.0},
+    "vqvae2": {"tflite-dynamic_range": 98.0, "tflite-weight_only": 98.7, "tflite-int8": 92.0},
 }
 
 
@@ -62,7 +64,9 @@ def test_quantized_tflite_reaches_the_stated_agreement(runs, kind):
     for artifact, bound in QUANTIZED_BOUNDS[kind].items():
         row = rows[artifact]
         assert row.quantized
-        assert bound <= row.agreement < 100.0, (artifact, row.agreement)
+        assert bound <= row.agreement < 100.0, (artifact, row.agreement, [
+            (r.artifact, r.agreement, r.max_abs_diff, r.mean_abs_diff, r.psnr_db)
+            for r in rows.values()])
         # Measured: max 0.015-0.14, mean 4e-4-0.012; PSNR within 0.01 dB of Keras.
         assert row.max_abs_diff < 0.3 and row.mean_abs_diff < 0.03
         assert abs(row.psnr_db - rows["keras"].psnr_db) < 0.1
@@ -192,6 +196,7 @@ def test_out_of_range_codes_fail_in_every_format(runs, bad):
         "savedmodel": (tf.errors.InvalidArgumentError, r"top_codes must lie in \[0, 32\)"),
         "tflite-float32": (RuntimeError, "gather index out of bounds"),
         "tflite-dynamic_range": (RuntimeError, "gather index out of bounds"),
+        "tflite-weight_only": (RuntimeError, "gather index out of bounds"),
         "tflite-int8": (RuntimeError, "gather index out of bounds"),
         "onnx": (Exception, "out of data bounds"),
     }

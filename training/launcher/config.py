@@ -256,6 +256,10 @@ class TrainConfig(_Config):
     random_flip: bool = option(False, "flip training images left-right at random (decided by "
                                "--seed, the epoch and the image, so a resumed run flips the "
                                "same ones)")
+    int8_kernels: bool = option(False, "after training, round every kernel to TFLite's "
+                                "per-channel int8 grid (tfvqvae.models.kernel_grid), so that "
+                                "weight_only TFLite files keep the model's codes; the test "
+                                "metrics are the rounded model's")
     skip_corrupt: bool = option(False, "skip image files that cannot be decoded (a warning "
                                 "names each) instead of stopping")
     max_train_examples: int | None = option(None, "train on the first N training images "

@@ -23,7 +23,7 @@ from tfvqvae_cli.config import value_type
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")  # tfvqvae.distribute
 DEFAULT_BACKUP_EVERY = 100  # tfvqvae.training.resumable
 EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")  # tfvqvae.export.exporter.FORMATS
-TFLITE_MODES = ("float32", "dynamic_range", "int8")  # tfvqvae.export.tflite.DEFAULT_TFLITE_MODES
+TFLITE_MODES = ("float32", "dynamic_range", "weight_only", "int8")  # tfvqvae.export.tflite.DEFAULT_TFLITE_MODES
 SAMPLE_METHODS = ("cached", "naive")  # tfvqvae.export.signatures
 SAMPLERS = ("cached", "compiled", "naive")  # tfvqvae.models.sampling.METHODS
 EXTRACT_SPLITS = ("train", "test")  # tfvqvae.training.extract_codes.DEFAULT_SPLITS
@@ -291,8 +291,9 @@ def add_export(parser):
     add(parser, "--verify-images", "test images for --verify", 1000, type=positive_int)
     add(parser, "--min-agreement", "% of code indices that float artifacts (SavedModel, "
         "TFLite float32, ONNX) must share with Keras under --verify", 100.0, type=percentage)
-    add(parser, "--min-quantized-agreement", "the same for dynamic-range, int8 and int16x8 TFLite "
-        "(0: reported, not enforced)", 0.0, type=percentage)
+    add(parser, "--min-quantized-agreement", "the same for dynamic-range, weight-only, int8 and "
+        "int16x8 TFLite (0: reported, not enforced)", 99.0,  # verify.MIN_QUANTIZED_AGREEMENT
+        type=percentage)
 
 
 def add_prepare(parser):
