@@ -63,6 +63,7 @@ def test_xla_compiles_kmeans_init_and_restarts(build):
     assert history[key][-1] < 16
 
 
+@pytest.mark.slow  # default-suite time: the VQ-VAE's XLA step above stays
 def test_xla_prior_step_equals_the_graph_step():
     rng = np.random.default_rng(1)
     data = {"codes": rng.integers(0, 16, (32, 4, 4)), "labels": rng.integers(0, 3, 32),

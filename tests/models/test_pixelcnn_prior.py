@@ -469,6 +469,7 @@ def test_config_round_trip():
 
 
 # ------------------------------------------------------ distribution
+@pytest.mark.slow  # about 10 s; test_vqvae.py's mirrored EMA case stays in the default suite
 def test_mirrored_strategy_matches_single_device(mirrored_strategy, one_device_strategy):
     """Two fit steps on the same global batches give the same weights on 2 replicas."""
     rng = np.random.default_rng(3)

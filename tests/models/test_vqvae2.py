@@ -162,6 +162,7 @@ def test_default_quantizers_are_ema():
     assert model.top_quantizer is not model.bottom_quantizer
 
 
+@pytest.mark.slow  # about 9 s; test_vqvae.py's round trip stays in the default suite
 def test_config_round_trip_and_keras_file(tmp_path):
     model = tiny_model(
         3,

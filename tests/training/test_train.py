@@ -73,6 +73,7 @@ def test_train_writes_every_artifact(tmp_path):
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow  # default-suite time: the killed-and-resumed real process stays
 def test_resume_continues_from_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     train(tiny_config(out, epochs=1), verbose=0)

@@ -23,6 +23,7 @@ def tiny_config(out, **overrides):
     return TrainConfig(out=str(out), **{**TINY, **overrides})
 
 
+@pytest.mark.slow  # default-suite time: the export tests' VQ-VAE-2 run (train()) stays
 def test_train_vqvae2_writes_every_artifact(tmp_path):
     out = tmp_path / "run"
     metrics = train(tiny_config(out), verbose=0)
