@@ -4,9 +4,10 @@ The exact search of `tfvqvae.layers.kmeans.nearest_code` (centred scores,
 the two best re-ranked by their exact distance difference) is what the
 SavedModel, TFLite float32 and ONNX run. Quantised TFLite gives every tensor
 one scale, so its TFLite files are converted from a second SavedModel whose
-``encode`` / ``reconstruct`` pick codes with a search built for that:
+``encode`` / ``reconstruct`` pick codes with a search built for that
+(``SEARCH_FOR_MODE`` in `tfvqvae.export.tflite`):
 
-``"scores"`` (int16x8): one matmul and an arg-max,
+``"scores"``: one matmul and an arg-max,
 
     k = argmax_j  (z − μ)·(e_j − μ) − ½‖e_j − μ‖²
 
@@ -32,11 +33,45 @@ unchanged. T is 1.25 × the largest ½‖z − e_k‖² of the nearest codes ove
 calibration images (`window_for`); a position whose every o_j is 0 (farther
 than T from every code) takes the arg-max of the plain scores instead.
 
-What limits the quantised files is mostly not the search: with the exact
-search run in float on the quantised encoder's output, int8 kept 92.8 % and
-dynamic range 97.5 % of the MNIST preset's codes (bench/RESULTS.md section
-``int8``). The int8 weights and activations of the encoder move z across
-decision boundaries.
+n is a matmul of (z − μ)² with a constant column (`half_squared_norm`), not
+a ``reduce_sum``: TFLite's 16-bit SUM keeps its input's scale, so a sum of D
+squares saturates at the largest single square; n then came out too small for
+the positions farthest from μ, and their o_j saturated at the top of the
+window (ties). The fully connected output has a scale of its own. The int8
+SUM is requantised, but the matmul rounds n once instead of three times
+(square, sum, halve) and kept more codes there too: 83.9 → 87.1 % on the
+MNIST preset run (snapped).
+
+``"split_window"`` (int16x8): the window in units of c = max|e − μ|, with
+the codebook split so that the int8 weights hold it to 1 / 16 000 of c
+instead of 1 / 254:
+
+    v_j = (e_j − μ) / c,  hi_j = round(127 v_j) / 127,  lo_j = v_j − hi_j
+    weights  [hi_j, R·lo_j, −1, …, −1]     (|hi| ≤ 1, |R·lo| ≤ R / 254 < 1)
+    inputs   [z − μ, (z − μ) / R, n / (cG), …, n / (cG)]
+    o_j = relu(T / c − ½‖z − e_j‖² / c)
+
+Every row's largest |weight| is the 1 of the norm channels, so TFLite's
+per-row int8 scale is 1 / 127 and hi and −1 are stored exactly; R·lo is
+rounded to that step, an error of 1 / (254 R) in lo. R = 64
+(`RESIDUAL_SCALE`): the residual input (z − μ) / R shares the concatenation's
+scale, so a larger R rounds it more (in a probe on the MNIST preset run,
+R = 16, 128 and 250 kept fewer codes than 64). G = ⌈max n / (c·max|z − μ|)⌉
+over the calibration images (`norm_channels_for`) keeps the norm channels
+inside the concatenation's range. With int16 activations the output step is
+T / 32 767, and the plain window's int8 codebook (1 / 254 of a row) was the
+limit: on the MNIST preset run int16x8 kept 96.8 % with "window", 98.2 %
+with "scores" and 98.5 % with this search, as much as the exact search on
+the int16 encoder's output (98.5 %); with snapped kernels 99.88 % against
+99.96 % (bench/RESULTS.md section ``int8``). For int8 the better search
+depends on the run (split_window: 93.9 / 82.2 / 82.9 %, window: 89.4 / 86.8 /
+78.9 % on the quick-start, MNIST and CIFAR-10 runs); int8 keeps "window".
+
+What limits the int8 file is mostly not the search: with the exact search run
+in float on the int8 encoder's output, int8 kept 92.8 % and dynamic range
+97.5 % of the MNIST preset's codes (bench/RESULTS.md section ``int8``). The
+int8 weights and activations of the encoder move z across decision
+boundaries; int16 activations move 0.04 % of them (snapped MNIST preset).
 """
 
 import contextlib
@@ -46,9 +81,13 @@ import tensorflow as tf
 
 from tfvqvae.layers.vector_quantizer import VectorQuantizer
 
-SEARCHES = ("scores", "window")
+SEARCHES = ("scores", "window", "split_window")
 # G, the channels that carry ½‖z − μ‖² in the "window" search.
 NORM_CHANNELS = 4
+# R, the factor between the residual codebook channel and its input in "split_window".
+RESIDUAL_SCALE = 64.0
+# TFLite's symmetric int8 weights: q = round(w / s), s = max|w_row| / 127.
+_INT8_STEPS = 127
 # T = WINDOW_MARGIN · max over the calibration positions of ½‖z − e_nearest‖².
 WINDOW_MARGIN = 1.25
 
@@ -91,6 +130,18 @@ def scores_search(quantizer):
     return indices
 
 
+def half_squared_norm(flat, scale=1.0):
+    """``scale`` · ½‖x‖² of each row of ``flat`` (N, D) -> (N, 1), as one matmul.
+
+    A matmul of x² with a constant column (a FULLY_CONNECTED op in TFLite),
+    not ``tf.reduce_sum``: TFLite's quantised SUM gives its output its input's
+    scale, so a sum of D squares saturates (module docstring).
+    """
+    dim = flat.shape[-1]
+    column = tf.constant(np.full((dim, 1), 0.5 * scale), tf.float32)
+    return tf.matmul(flat * flat, column)
+
+
 def window_search(quantizer, window, norm_channels=NORM_CHANNELS):
     """``indices(inputs)`` by the clamped, shifted scores (see the module docstring).
 
@@ -115,9 +166,92 @@ def window_search(quantizer, window, norm_channels=NORM_CHANNELS):
     def indices(inputs):
         z = tf.cast(inputs, tf.float32)
         flat = tf.reshape(z, [-1, dim]) - mu
-        share = 0.5 * tf.reduce_sum(flat * flat, axis=1, keepdims=True) / groups
+        share = half_squared_norm(flat, 1.0 / groups)
         clamped = tf.nn.relu(
             tf.matmul(tf.concat([flat] + [share] * groups, 1), weights, transpose_b=True) + bias)
+        best = tf.argmax(clamped, axis=1, output_type=tf.int32)
+        # Farther than T from every code: all zeros; the plain scores decide.
+        plain = tf.argmax(tf.matmul(flat, plain_weights, transpose_b=True) + plain_bias,
+                          axis=1, output_type=tf.int32)
+        chosen = tf.where(tf.reduce_max(clamped, axis=1) > 0.0, best, plain)
+        return tf.reshape(chosen, tf.shape(z)[:-1])
+
+    return indices
+
+
+def split_codebook(quantizer, residual_scale=RESIDUAL_SCALE):
+    """(c, hi, lo) of the "split_window" search (module docstring).
+
+    c = max|e − μ| (1 for a codebook of one point), v = (e − μ) / c,
+    hi = round(127 v) / 127 (on TFLite's int8 grid of step 1 / 127), lo = v − hi
+    (|lo| ≤ 1 / 254). hi and lo are float64 (K, D); hi + lo = v.
+    """
+    if not (np.isfinite(residual_scale) and 1.0 <= residual_scale < 2 * _INT8_STEPS):
+        raise ValueError("The residual scale R must lie in [1, 254) so that |R·lo| < 1. "
+                         f"Received: {residual_scale!r}")
+    _, centred = _centred_codebook(quantizer)
+    largest = float(np.abs(centred).max())
+    scale = largest if largest > 0.0 else 1.0
+    unit = centred / scale
+    hi = np.round(_INT8_STEPS * unit) / _INT8_STEPS
+    return scale, hi, unit - hi
+
+
+def norm_channels_for(quantizer, vectors):
+    """G of the "split_window" search: ⌈max n / (c · max|z − μ|)⌉, at least 1.
+
+    n = ½‖z − μ‖² over the calibration vectors ``vectors`` (float (N, D));
+    c as in `split_codebook`. The G norm channels n / (cG) then stay inside
+    the range of z − μ, which sets the concatenation's scale.
+    """
+    vectors = np.asarray(vectors, np.float64)
+    if vectors.ndim != 2 or len(vectors) == 0 or not np.isfinite(vectors).all():
+        raise ValueError(
+            "The norm channels need finite encoder outputs of at least one calibration "
+            f"image. Received: shape {vectors.shape}")
+    centre, _ = _centred_codebook(quantizer)
+    scale, _, _ = split_codebook(quantizer)
+    flat = vectors - centre
+    largest = float(np.abs(flat).max())
+    if largest == 0.0:
+        return 1
+    half_norm = 0.5 * float(np.max(np.sum(flat**2, axis=1)))
+    return max(1, int(np.ceil(half_norm / (scale * largest))))
+
+
+def split_window_search(quantizer, window, norm_channels, residual_scale=RESIDUAL_SCALE):
+    """``indices(inputs)`` by the split-codebook window (see the module docstring).
+
+    Args:
+        quantizer: the level's `VectorQuantizer` / `VectorQuantizerEMA`.
+        window: T > 0, in units of squared distance / 2 (`window_for`).
+        norm_channels: G ≥ 1 (`norm_channels_for`).
+        residual_scale: R in [1, 254). Defaults to `RESIDUAL_SCALE`.
+
+    Raises:
+        ValueError: a window that is not positive and finite, or R out of range.
+    """
+    if not (np.isfinite(window) and window > 0):
+        raise ValueError(f"The search window must be positive and finite. Received: {window!r}")
+    centre, centred = _centred_codebook(quantizer)
+    scale, hi, lo = split_codebook(quantizer, residual_scale)
+    dim, groups = quantizer.embedding_dim, int(norm_channels)
+    mu = tf.constant(centre, tf.float32)
+    # (K, 2D + G): the largest |weight| of every row is 1 (the norm channels).
+    weights = tf.constant(np.concatenate(
+        [hi, residual_scale * lo, -np.ones((len(centred), groups))], axis=1), tf.float32)
+    half_norms = 0.5 * np.sum(centred**2, axis=1)
+    bias = tf.constant((window - half_norms) / scale, tf.float32)
+    plain_weights = tf.constant(centred, tf.float32)
+    plain_bias = tf.constant(-half_norms, tf.float32)
+
+    def indices(inputs):
+        z = tf.cast(inputs, tf.float32)
+        flat = tf.reshape(z, [-1, dim]) - mu
+        share = half_squared_norm(flat, 1.0 / (scale * groups))
+        clamped = tf.nn.relu(tf.matmul(
+            tf.concat([flat, flat / residual_scale] + [share] * groups, 1),
+            weights, transpose_b=True) + bias)
         best = tf.argmax(clamped, axis=1, output_type=tf.int32)
         # Farther than T from every code: all zeros; the plain scores decide.
         plain = tf.argmax(tf.matmul(flat, plain_weights, transpose_b=True) + plain_bias,
@@ -191,24 +325,29 @@ def quantization_search(model, search, calibration_images=None):
 
     Args:
         model: a `VQVAE`, `VQVAE2` or `HierarchicalVQVAE`.
-        search: "scores" or "window" (module docstring).
+        search: "scores", "window" or "split_window" (module docstring).
         calibration_images: float32 (N, H, W, C) in [0, 1]; required for
-            "window" (sets each level's T).
+            "window" and "split_window" (they set each level's T and G).
 
     Raises:
-        ValueError: an unknown search, or "window" without images.
+        ValueError: an unknown search, or a window search without images.
     """
     if search not in SEARCHES:
         raise ValueError(f"`search` must be one of {SEARCHES}. Received: search={search!r}")
     quantizers = {level: q for level, q in model._level_quantizers().items()
                   if has_plain_codebook(q)}
-    if search == "window":
+    if search in ("window", "split_window"):
         if calibration_images is None or len(calibration_images) == 0:
-            raise ValueError("The 'window' search needs calibration images.")
+            raise ValueError(f"The {search!r} search needs calibration images.")
         vectors = _encoder_outputs(model, np.asarray(calibration_images, np.float32),
                                    quantizers)
-        searches = {level: window_search(q, window_for(q, vectors[level]))
-                    for level, q in quantizers.items()}
+        if search == "window":
+            searches = {level: window_search(q, window_for(q, vectors[level]))
+                        for level, q in quantizers.items()}
+        else:
+            searches = {level: split_window_search(q, window_for(q, vectors[level]),
+                                                   norm_channels_for(q, vectors[level]))
+                        for level, q in quantizers.items()}
     else:
         searches = {level: scores_search(q) for level, q in quantizers.items()}
     try:
