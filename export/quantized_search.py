@@ -154,29 +154,14 @@ def window_search(quantizer, window, norm_channels=NORM_CHANNELS):
     if not (np.isfinite(window) and window > 0):
         raise ValueError(f"The search window must be positive and finite. Received: {window!r}")
     centre, centred = _centred_codebook(quantizer)
-    dim, groups = quantizer.embedding_dim, int(norm_channels)
-    mu = tf.constant(centre, tf.float32)
+    groups = int(norm_channels)
     augmented = np.concatenate([centred, -np.ones((len(centred), groups))], axis=1)
-    weights = tf.constant(augmented, tf.float32)  # (K, D + G), as in `scores_search`
     half_norms = 0.5 * np.sum(centred**2, axis=1)
-    bias = tf.constant(window - half_norms, tf.float32)
-    plain_weights = tf.constant(centred, tf.float32)
-    plain_bias = tf.constant(-half_norms, tf.float32)
 
-    def indices(inputs):
-        z = tf.cast(inputs, tf.float32)
-        flat = tf.reshape(z, [-1, dim]) - mu
-        share = half_squared_norm(flat, 1.0 / groups)
-        clamped = tf.nn.relu(
-            tf.matmul(tf.concat([flat] + [share] * groups, 1), weights, transpose_b=True) + bias)
-        best = tf.argmax(clamped, axis=1, output_type=tf.int32)
-        # Farther than T from every code: all zeros; the plain scores decide.
-        plain = tf.argmax(tf.matmul(flat, plain_weights, transpose_b=True) + plain_bias,
-                          axis=1, output_type=tf.int32)
-        chosen = tf.where(tf.reduce_max(clamped, axis=1) > 0.0, best, plain)
-        return tf.reshape(chosen, tf.shape(z)[:-1])
+    def layer_input(flat):  # (N, D + G), as the weights' rows (K, D + G)
+        return tf.concat([flat] + [half_squared_norm(flat, 1.0 / groups)] * groups, 1)
 
-    return indices
+    return _window_indices(centre, centred, layer_input, augmented, window - half_norms)
 
 
 def split_codebook(quantizer, residual_scale=RESIDUAL_SCALE):
@@ -235,25 +220,37 @@ def split_window_search(quantizer, window, norm_channels, residual_scale=RESIDUA
         raise ValueError(f"The search window must be positive and finite. Received: {window!r}")
     centre, centred = _centred_codebook(quantizer)
     scale, hi, lo = split_codebook(quantizer, residual_scale)
-    dim, groups = quantizer.embedding_dim, int(norm_channels)
-    mu = tf.constant(centre, tf.float32)
+    groups = int(norm_channels)
     # (K, 2D + G): the largest |weight| of every row is 1 (the norm channels).
-    weights = tf.constant(np.concatenate(
-        [hi, residual_scale * lo, -np.ones((len(centred), groups))], axis=1), tf.float32)
+    weights = np.concatenate([hi, residual_scale * lo, -np.ones((len(centred), groups))], axis=1)
     half_norms = 0.5 * np.sum(centred**2, axis=1)
-    bias = tf.constant((window - half_norms) / scale, tf.float32)
+
+    def layer_input(flat):  # (N, 2D + G)
+        share = half_squared_norm(flat, 1.0 / (scale * groups))
+        return tf.concat([flat, flat / residual_scale] + [share] * groups, 1)
+
+    return _window_indices(centre, centred, layer_input, weights, (window - half_norms) / scale)
+
+
+def _window_indices(centre, centred, layer_input, weights, bias):
+    """``indices(inputs)`` of a window search (module docstring).
+
+    The arg-max of o = relu(layer_input(z − μ) · weightsᵀ + bias), one fully
+    connected layer; a position whose every o_j is 0 (farther than T from
+    every code) takes the arg-max of the plain scores instead.
+    """
+    dim = centred.shape[1]
+    mu = tf.constant(centre, tf.float32)
+    weights = tf.constant(weights, tf.float32)  # (K, ·): TFLite's FULLY_CONNECTED layout
+    bias = tf.constant(bias, tf.float32)
     plain_weights = tf.constant(centred, tf.float32)
-    plain_bias = tf.constant(-half_norms, tf.float32)
+    plain_bias = tf.constant(-0.5 * np.sum(centred**2, axis=1), tf.float32)
 
     def indices(inputs):
         z = tf.cast(inputs, tf.float32)
         flat = tf.reshape(z, [-1, dim]) - mu
-        share = half_squared_norm(flat, 1.0 / (scale * groups))
-        clamped = tf.nn.relu(tf.matmul(
-            tf.concat([flat, flat / residual_scale] + [share] * groups, 1),
-            weights, transpose_b=True) + bias)
+        clamped = tf.nn.relu(tf.matmul(layer_input(flat), weights, transpose_b=True) + bias)
         best = tf.argmax(clamped, axis=1, output_type=tf.int32)
-        # Farther than T from every code: all zeros; the plain scores decide.
         plain = tf.argmax(tf.matmul(flat, plain_weights, transpose_b=True) + plain_bias,
                           axis=1, output_type=tf.int32)
         chosen = tf.where(tf.reduce_max(clamped, axis=1) > 0.0, best, plain)
