@@ -164,6 +164,22 @@ def window_search(quantizer, window, norm_channels=NORM_CHANNELS):
     return _window_indices(centre, centred, layer_input, augmented, window - half_norms)
 
 
+def _unit_scale(centred):
+    """c = max|e − μ| of a centred codebook, 1 for a codebook of one point."""
+    largest = float(np.abs(centred).max())
+    return largest if largest > 0.0 else 1.0
+
+
+def _calibration_vectors(vectors, what):
+    """``vectors`` as float64 (N, D), N ≥ 1, all finite; else a ValueError naming ``what``."""
+    vectors = np.asarray(vectors, np.float64)
+    if vectors.ndim != 2 or len(vectors) == 0 or not np.isfinite(vectors).all():
+        raise ValueError(
+            f"{what} needs finite encoder outputs of at least one calibration image. "
+            f"Received: shape {vectors.shape}")
+    return vectors
+
+
 def split_codebook(quantizer, residual_scale=RESIDUAL_SCALE):
     """(c, hi, lo) of the "split_window" search (module docstring).
 
@@ -175,8 +191,7 @@ def split_codebook(quantizer, residual_scale=RESIDUAL_SCALE):
         raise ValueError("The residual scale R must lie in [1, 254) so that |R·lo| < 1. "
                          f"Received: {residual_scale!r}")
     _, centred = _centred_codebook(quantizer)
-    largest = float(np.abs(centred).max())
-    scale = largest if largest > 0.0 else 1.0
+    scale = _unit_scale(centred)
     unit = centred / scale
     hi = np.round(_INT8_STEPS * unit) / _INT8_STEPS
     return scale, hi, unit - hi
@@ -189,13 +204,9 @@ def norm_channels_for(quantizer, vectors):
     c as in `split_codebook`. The G norm channels n / (cG) then stay inside
     the range of z − μ, which sets the concatenation's scale.
     """
-    vectors = np.asarray(vectors, np.float64)
-    if vectors.ndim != 2 or len(vectors) == 0 or not np.isfinite(vectors).all():
-        raise ValueError(
-            "The norm channels need finite encoder outputs of at least one calibration "
-            f"image. Received: shape {vectors.shape}")
-    centre, _ = _centred_codebook(quantizer)
-    scale, _, _ = split_codebook(quantizer)
+    vectors = _calibration_vectors(vectors, "The norm channels")
+    centre, centred = _centred_codebook(quantizer)
+    scale = _unit_scale(centred)
     flat = vectors - centre
     largest = float(np.abs(flat).max())
     if largest == 0.0:
@@ -292,11 +303,7 @@ def window_for(quantizer, vectors, margin=WINDOW_MARGIN):
         vectors: float (N, D) encoder outputs of calibration images, N ≥ 1.
         margin: > 1. Defaults to `WINDOW_MARGIN`.
     """
-    vectors = np.asarray(vectors, np.float64)
-    if vectors.ndim != 2 or len(vectors) == 0 or not np.isfinite(vectors).all():
-        raise ValueError(
-            "The search window needs finite encoder outputs of at least one calibration "
-            f"image. Received: shape {vectors.shape}")
+    vectors = _calibration_vectors(vectors, "The search window")
     centre, centred = _centred_codebook(quantizer)
     flat = vectors - centre
     nearest = np.full(len(flat), np.inf)
@@ -338,13 +345,15 @@ def quantization_search(model, search, calibration_images=None):
             raise ValueError(f"The {search!r} search needs calibration images.")
         vectors = _encoder_outputs(model, np.asarray(calibration_images, np.float32),
                                    quantizers)
-        if search == "window":
-            searches = {level: window_search(q, window_for(q, vectors[level]))
-                        for level, q in quantizers.items()}
-        else:
-            searches = {level: split_window_search(q, window_for(q, vectors[level]),
-                                                   norm_channels_for(q, vectors[level]))
-                        for level, q in quantizers.items()}
+
+        def build(quantizer, level_vectors):
+            window = window_for(quantizer, level_vectors)
+            if search == "window":
+                return window_search(quantizer, window)
+            return split_window_search(quantizer, window,
+                                       norm_channels_for(quantizer, level_vectors))
+
+        searches = {level: build(q, vectors[level]) for level, q in quantizers.items()}
     else:
         searches = {level: scores_search(q) for level, q in quantizers.items()}
     try:
